@@ -1,0 +1,1 @@
+"""The deployment: scenario model, events, the pure scheduling core, reports."""

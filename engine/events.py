@@ -1,0 +1,114 @@
+"""The event log's vocabulary (SPEC §3): frozen, tagged msgspec Structs in one union.
+
+Every event carries `deployment`, `seq` (1, 2, 3, … per deployment), `at` (seconds since
+the deployment started: virtual in a simulation, monotonic in a real run) and `wall`
+(UTC ISO-8601 in a real run, null in a simulation). The `type` tag is stable; fields
+added later get defaults so old logs still decode, and unknown fields are ignored so
+new logs still decode in old readers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import IO, Literal
+
+import msgspec
+
+ExecutionOutcome = Literal["succeeded", "failed", "timed_out", "cancelled", "interrupted"]
+StepOutcome = Literal["succeeded", "failed", "cancelled"]
+DeploymentOutcome = Literal["succeeded", "failed", "cancelled"]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    deployment: str
+    seq: int
+    at: float
+    wall: str | None = None
+
+
+class DeploymentStarted(Event, tag="deployment.started"):
+    scenario: str | None
+    plan: dict
+    policy: dict
+
+
+class StepStarted(Event, tag="step.started"):
+    step: str
+
+
+class StepSkipped(Event, tag="step.skipped"):
+    step: str
+    reason: str
+
+
+class ExecutionStarted(Event, tag="execution.started"):
+    step: str
+    target: str | None
+    attempt: int
+
+
+class ExecutionFinished(Event, tag="execution.finished"):
+    step: str
+    target: str | None
+    attempt: int
+    outcome: ExecutionOutcome
+    exit_code: int | None = None
+    error: str | None = None
+
+
+class StepFinished(Event, tag="step.finished"):
+    step: str
+    outcome: StepOutcome
+
+
+class DeploymentFinished(Event, tag="deployment.finished"):
+    outcome: DeploymentOutcome
+
+
+AnyEvent = (
+    DeploymentStarted
+    | StepStarted
+    | StepSkipped
+    | ExecutionStarted
+    | ExecutionFinished
+    | StepFinished
+    | DeploymentFinished
+)
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(AnyEvent)
+
+
+class EventFormatError(ValueError):
+    """A line of JSON Lines that is not an event; names the line."""
+
+
+def encode(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode(data: bytes | str) -> AnyEvent:
+    return _decoder.decode(data)
+
+
+def to_jsonl(events: Iterable[Event], out: IO[bytes]) -> None:
+    """Write events as JSON Lines, one per line, in the order given."""
+    buf = bytearray()
+    for ev in events:
+        _encoder.encode_into(ev, buf, -1)
+        buf += b"\n"
+        if len(buf) > 1 << 16:
+            out.write(buf)
+            buf.clear()
+    out.write(buf)
+
+
+def from_jsonl(lines: Iterable[bytes | str], name: str = "<jsonl>") -> Iterator[AnyEvent]:
+    """Decode JSON Lines; a bad line raises `EventFormatError` naming the file and line."""
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield _decoder.decode(line)
+        except msgspec.DecodeError as e:
+            raise EventFormatError(f"{name}:{n}: not an event: {e}") from None
