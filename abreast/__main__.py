@@ -1,0 +1,3 @@
+from abreast.cli import main
+
+main()

@@ -1,0 +1,137 @@
+"""How results look: JSON for scripts (SPEC §4), rich tables and timelines for people."""
+
+from __future__ import annotations
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from engine.plan import Plan
+from engine.report import ExecutionRow, Report
+from simulator.sim import Outcome
+
+OUTCOME_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "skipped": "dim", None: "blue"}
+
+
+class StepJson(msgspec.Struct):
+    name: str
+    outcome: str | None
+    start: float | None
+    end: float | None
+
+
+class SimulationJson(msgspec.Struct):
+    makespan: float | None
+    sequential_makespan: float | None
+    savings: float | None
+    outcome: str | None
+    seed: int
+    steps: list[StepJson]
+    executions: list[ExecutionRow]
+
+
+def simulation_json(result: Outcome, seed: int) -> bytes:
+    r = result.report
+    doc = SimulationJson(
+        makespan=r.makespan,
+        sequential_makespan=result.sequential_makespan,
+        savings=result.savings,
+        outcome=r.outcome,
+        seed=seed,
+        steps=[StepJson(name=s.name, outcome=s.outcome, start=s.start, end=s.end) for s in r.steps.values()],
+        executions=r.executions(),
+    )
+    return msgspec.json.encode(doc)
+
+
+def seconds(t: float | None) -> str:
+    """90 -> '1m30s'; 3.25 -> '3.25s'; None -> '-'."""
+    if t is None:
+        return "-"
+    if t < 60:
+        return f"{t:g}s"
+    whole = int(t)
+    frac = t - whole
+    h, rest = divmod(whole, 3600)
+    m, s = divmod(rest, 60)
+    sec = f"{s + frac:g}s" if (s or frac) else ""
+    return (f"{h}h" if h else "") + (f"{m}m" if m else "") + sec
+
+
+def simulation_table(result: Outcome, plan: Plan, seed: int, console: Console | None = None) -> None:
+    console = console or Console()
+    r = result.report
+    title = plan.name or (plan.source or "scenario")
+    makespan = r.makespan or 0.0
+    seq = result.sequential_makespan
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column()
+    summary.add_row("scenario", title)
+    summary.add_row("outcome", Text(r.outcome or "?", style=OUTCOME_STYLE.get(r.outcome, "")))
+    summary.add_row("makespan", seconds(makespan))
+    if seq is not None:
+        summary.add_row("sequential", seconds(seq))
+        saved = result.savings or 0.0
+        pct = (100.0 * saved / seq) if seq else 0.0
+        summary.add_row("savings", f"{seconds(saved) if saved >= 0 else '-' + seconds(-saved)} ({pct:.1f}%)")
+    summary.add_row("executions", f"{r.execution_count:,} attempts, seed {seed}")
+    console.print(summary)
+    console.print()
+    console.print(step_table(r, makespan, width=max(20, min(60, console.width - 60))))
+
+
+def step_table(r: Report, makespan: float, width: int) -> Table:
+    """One row per step: outcome, start, end, and a bar on a shared time axis: `█` while
+    some execution of the step runs, `░` while the step is active but waits (for locks,
+    resources, its window or a retry delay)."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("step", overflow="fold")
+    table.add_column("outcome")
+    table.add_column("start", justify="right")
+    table.add_column("end", justify="right")
+    table.add_column(f"timeline 0 … {seconds(makespan)}", no_wrap=True)
+    busy = _busy_cells(r, makespan, width)
+    for s in r.steps.values():
+        style = OUTCOME_STYLE.get(s.outcome, "")
+        cells = busy.get(s.name)
+        table.add_row(
+            s.name,
+            Text(s.outcome or "-", style=style),
+            seconds(s.start),
+            seconds(s.end),
+            bar(s.start, s.end, makespan, width, style, cells),
+        )
+    return table
+
+
+def _cell_span(start: float, end: float, total: float, width: int) -> tuple[int, int]:
+    a = min(width - 1, int(start / total * width))
+    b = max(a + 1, min(width, round(end / total * width)))
+    return a, b
+
+
+def _busy_cells(r: Report, total: float, width: int) -> dict[str, bytearray]:
+    """Per step, which timeline cells have an execution running."""
+    out: dict[str, bytearray] = {}
+    if total <= 0:
+        return out
+    for step, start, end in zip(r.x_step, r.x_start, r.x_end, strict=True):
+        cells = out.get(step)
+        if cells is None:
+            cells = out[step] = bytearray(width)
+        a, b = _cell_span(start, end if end is not None else total, total, width)
+        cells[a:b] = b"\x01" * (b - a)
+    return out
+
+
+def bar(start: float | None, end: float | None, total: float, width: int, style: str, busy: bytearray | None = None) -> Text:
+    if start is None or end is None or total <= 0:
+        return Text("·" * width, style="dim")
+    a, b = _cell_span(start, end, total, width)
+    text = Text("·" * a, style="dim")
+    for i in range(a, b):
+        text.append("█" if busy is None or busy[i] else "░", style=style)
+    text.append("·" * (width - b), style="dim")
+    return text
