@@ -46,17 +46,19 @@ def simulation_json(result: Outcome, seed: int) -> bytes:
 
 
 def seconds(t: float | None) -> str:
-    """90 -> '1m30s'; 3.25 -> '3.25s'; None -> '-'."""
+    """90 -> '1m30s'; 3.25 -> '3.25s'; 661.29 -> '11m1.3s'; None -> '-'."""
     if t is None:
         return "-"
+    if t < 0:
+        return "-" + seconds(-t)
     if t < 60:
-        return f"{t:g}s"
+        return f"{round(t, 3):g}s"
+    t = round(t, 1)
     whole = int(t)
-    frac = t - whole
     h, rest = divmod(whole, 3600)
     m, s = divmod(rest, 60)
-    sec = f"{s + frac:g}s" if (s or frac) else ""
-    return (f"{h}h" if h else "") + (f"{m}m" if m else "") + sec
+    sec = round(s + (t - whole), 1)
+    return (f"{h}h" if h else "") + (f"{m}m" if m else "") + (f"{sec:g}s" if sec else "")
 
 
 def simulation_table(result: Outcome, plan: Plan, seed: int, console: Console | None = None) -> None:
@@ -75,7 +77,7 @@ def simulation_table(result: Outcome, plan: Plan, seed: int, console: Console | 
         summary.add_row("sequential", seconds(seq))
         saved = result.savings or 0.0
         pct = (100.0 * saved / seq) if seq else 0.0
-        summary.add_row("savings", f"{seconds(saved) if saved >= 0 else '-' + seconds(-saved)} ({pct:.1f}%)")
+        summary.add_row("savings", f"{seconds(saved)} ({pct:.1f}%)")
     summary.add_row("executions", f"{r.execution_count:,} attempts, seed {seed}")
     console.print(summary)
     console.print()

@@ -26,28 +26,28 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     wall: str | None = None
 
 
-class DeploymentStarted(Event, tag="deployment.started"):
+class DeploymentStarted(Event, kw_only=True, tag="deployment.started"):
     scenario: str | None
     plan: dict
     policy: dict
 
 
-class StepStarted(Event, tag="step.started"):
+class StepStarted(Event, kw_only=True, tag="step.started"):
     step: str
 
 
-class StepSkipped(Event, tag="step.skipped"):
+class StepSkipped(Event, kw_only=True, tag="step.skipped"):
     step: str
     reason: str
 
 
-class ExecutionStarted(Event, tag="execution.started"):
+class ExecutionStarted(Event, kw_only=True, tag="execution.started"):
     step: str
     target: str | None
     attempt: int
 
 
-class ExecutionFinished(Event, tag="execution.finished"):
+class ExecutionFinished(Event, kw_only=True, tag="execution.finished"):
     step: str
     target: str | None
     attempt: int
@@ -56,12 +56,12 @@ class ExecutionFinished(Event, tag="execution.finished"):
     error: str | None = None
 
 
-class StepFinished(Event, tag="step.finished"):
+class StepFinished(Event, kw_only=True, tag="step.finished"):
     step: str
     outcome: StepOutcome
 
 
-class DeploymentFinished(Event, tag="deployment.finished"):
+class DeploymentFinished(Event, kw_only=True, tag="deployment.finished"):
     outcome: DeploymentOutcome
 
 

@@ -127,4 +127,5 @@ def plan_from_builtins(obj: object) -> Plan:
 
 
 def plan_to_builtins(plan: Plan) -> dict:
-    return msgspec.to_builtins(plan)
+    """The plan as JSON-shaped data (lists, not tuples), as it reads back from a log."""
+    return msgspec.json.decode(msgspec.json.encode(plan))

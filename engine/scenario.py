@@ -14,7 +14,7 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 import yaml
@@ -36,6 +36,19 @@ from engine.plan import (
 
 MAX_PARALLELISM_VAR = "Octopus.Action.MaxParallelism"
 BYPASS_MUTEX_VAR = "OctopusBypassDeploymentMutex"
+
+IsolationName = Literal["exclusive", "shared"]
+StartName = Literal["after-previous", "with-previous"]
+ConditionName = Literal["success", "failure", "always"]
+AdapterName = Literal["local", "dry-run"]
+# For error messages: which values a field of enumerated values accepts.
+CHOICES = {
+    "target_isolation": IsolationName,
+    "isolation": IsolationName,
+    "start": StartName,
+    "condition": ConditionName,
+    "adapter": AdapterName,
+}
 
 PosInt = Annotated[int, msgspec.Meta(ge=1)]
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
@@ -60,29 +73,29 @@ class ScenarioError(Exception):
 class PolicySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_parallel_steps: PosInt | None = None
     max_parallel_targets: PosInt | None = None
-    target_isolation: Literal["exclusive", "shared"] | None = None
+    target_isolation: IsolationName | None = None
     fail_fast: bool | None = None
 
 
 class TargetSpec(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     roles: list[Name] = []
-    adapter: Literal["local", "dry-run"] = "local"
+    adapter: AdapterName = "local"
 
 
 class StepSpec(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
-    start: Literal["after-previous", "with-previous"] = "after-previous"
+    start: StartName = "after-previous"
     roles: list[Name] = []
     run: str | None = None
     duration: RawDuration | None = None
     depends_on: list[Name] | None = None
-    condition: Literal["success", "failure", "always"] = "success"
+    condition: ConditionName = "success"
     uses: dict[str, PosInt] = {}
     retries: NonNegInt = 0
     retry_delay: float | str = 0
     timeout: float | str | None = None
-    isolation: Literal["exclusive", "shared"] | None = None
+    isolation: IsolationName | None = None
     window: PosInt | None = None
     fails: dict[str, NonNegInt] = {}
     failure_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
@@ -293,7 +306,14 @@ def _msgspec_problem(e: msgspec.ValidationError) -> Problem:
     text = str(e)
     message, sep, where = text.rpartition(" - at `")
     if sep:
-        return Problem(where.rstrip("`"), _lower_first(message))
+        where = where.rstrip("`")
+        field = where.rsplit(".", 1)[-1]
+        if message.startswith("Invalid enum value") and field in CHOICES:
+            got = message[len("Invalid enum value ") :]
+            return Problem(where, f"expected one of {', '.join(get_args(CHOICES[field]))}, got {got}")
+        if message == "Expected `str`, got `bool`":
+            message += " (YAML reads yes/no/on/off/true/false as booleans: quote the value)"
+        return Problem(where, _lower_first(message))
     return Problem("$", _lower_first(text))
 
 
