@@ -119,7 +119,8 @@ def _busy_cells(r: Report, total: float, width: int) -> dict[str, bytearray]:
     out: dict[str, bytearray] = {}
     if total <= 0:
         return out
-    for step, start, end in zip(r.x_step, r.x_start, r.x_end, strict=True):
+    for row in r.rows:
+        step, start, end = row.step, row.start, row.end
         cells = out.get(step)
         if cells is None:
             cells = out[step] = bytearray(width)

@@ -68,7 +68,7 @@ from engine.events import (
     StepSkipped,
     StepStarted,
 )
-from engine.plan import Plan, plan_to_builtins
+from engine.plan import Plan, fan_out, plan_to_builtins
 
 # Step states.
 PENDING, ACTIVE, SKIPPED, SUCCEEDED, FAILED, CANCELLED = range(6)
@@ -116,18 +116,8 @@ class Core:
         self.retries: list[int] = []
         self.retry_delay: list[float] = []
         self.condition: list[str] = []
-        role_targets: dict[str, set[int]] = {}
-        for ti, t in enumerate(plan.targets):
-            for r in t.roles:
-                role_targets.setdefault(r, set()).add(ti)
-        for s in steps:
-            if s.roles:
-                chosen: set[int] = set()
-                for r in s.roles:
-                    chosen |= role_targets.get(r, set())
-                tlist = sorted(chosen)
-            else:
-                tlist = [SERVER]
+        for s, fanned in zip(steps, fan_out(plan), strict=True):
+            tlist = fanned if s.roles else [SERVER]
             self.exec_targets.append(tlist)
             self.exec_by_target.append(
                 {(self.target_names[t] if t != SERVER else None): k for k, t in enumerate(tlist)}
@@ -196,6 +186,7 @@ class Core:
         self._timers: list[tuple[float, int, int, int, int]] = []  # (due, order, step, k, attempt)
         self._starts: list[tuple[int, int, int, int]] = []  # (order, step, k, attempt)
         self._out: list[Event] = []
+        self.finished_event: DeploymentFinished | None = None
         self._wall: str | None = None
         self._advance_prefix()
 
@@ -251,11 +242,16 @@ class Core:
             exit_code=exit_code,
             error=error,
         )
-        self._out.append(ev)
+        out = self._out
+        out.append(ev)
         self._on_execution_finished(step, k, outcome, at)
         # Usually only this step can have ended; a fail_fast stop may have ended others.
-        self._settle(at, None if (self.fail_fast and self.error) or self.cancelling else step)
-        return self._flush()
+        if (self.fail_fast and self.error) or self.cancelling:
+            self._settle(at)
+        elif self.running[step] == 0 and (self.remaining[step] == 0 or self.stopped[step]):
+            self._settle(at, step)
+        self._out = []
+        return out
 
     def advance(self, at: float, wall: str | None = None) -> list[Event]:
         """One decision pass at time `at` (see the module docstring)."""
@@ -269,10 +265,16 @@ class Core:
                 self.exec_state[s][k] = E_PENDING
                 insort(self.pending[s], k, lo=self.head[s])
         if not self.cancelling:
-            self._activate(at)
+            if self._ready:
+                self._activate(at)
             self._start_executions(at)
-        self._settle(at)
-        return self._flush()
+        # A pass ends no step by itself (skips and empty steps end as they are activated),
+        # but those may have been the last ones: then the deployment is over.
+        if self.terminal_count == self.n_steps and not self.done:
+            self._settle(at)
+        out = self._out
+        self._out = []
+        return out
 
     def cancel(self, at: float, wall: str | None = None) -> list[Event]:
         """Cancel the deployment: nothing new starts; the driver must cancel every running
@@ -362,6 +364,7 @@ class Core:
             case StepFinished(step=name, outcome=outcome):
                 self._on_step_finished(self._step(name), outcome)
             case DeploymentFinished(outcome=outcome):
+                self.finished_event = event
                 self.done = True
                 self.outcome = outcome
             case _:
@@ -536,14 +539,18 @@ class Core:
         writer = self.writer
         readers = self.readers
         free = self.free
-        for s in list(self.active):
-            if self.stopped[s]:
-                continue
-            window = self.window[s]
-            if self.running[s] >= window:
+        running = self.running
+        heads = self.head
+        windows = self.window
+        stopped = self.stopped
+        pending = self.pending
+        # The active list does not change during this part of the pass.
+        for s in self.active:
+            window = windows[s]
+            if running[s] >= window or stopped[s]:
                 continue  # window full: passed over, reserves nothing
-            pend = self.pending[s]
-            i = self.head[s]
+            pend = pending[s]
+            i = heads[s]
             n = len(pend)
             if i >= n:
                 continue
@@ -551,7 +558,7 @@ class Core:
             exclusive = self.exclusive[s]
             uses = self.uses[s]
             blocked: list[int] = []
-            while i < n and self.running[s] < window:
+            while i < n and running[s] < window:
                 k = pend[i]
                 i += 1
                 t = targets[k]
@@ -577,7 +584,7 @@ class Core:
             h = i - len(blocked)
             if blocked:
                 pend[h:i] = blocked
-            self.head[s] = h
+            heads[s] = h
 
     def _settle(self, at: float, only: int | None = None) -> None:
         """Finish every active step (or just `only`) that has nothing left to run, then
@@ -594,9 +601,9 @@ class Core:
         if not self.done and self.started and self.terminal_count == self.n_steps:
             outcome = "cancelled" if self.cancelling else "failed" if self.error else "succeeded"
             self.seq += 1
-            self._out.append(
-                DeploymentFinished(deployment=self.deployment, seq=self.seq, at=at, wall=self._wall, outcome=outcome)
-            )
+            ev = DeploymentFinished(deployment=self.deployment, seq=self.seq, at=at, wall=self._wall, outcome=outcome)
+            self._out.append(ev)
+            self.finished_event = ev
             self.done = True
             self.outcome = outcome
 
@@ -627,13 +634,13 @@ class Core:
         self._on_step_finished(s, outcome)
 
     def _emit_execution_started(self, s: int, k: int, at: float) -> None:
-        self.seq += 1
+        self.seq = seq = self.seq + 1
         t = self.exec_targets[s][k]
         attempt = self.attempts[s][k] + 1
         self._out.append(
             ExecutionStarted(
                 deployment=self.deployment,
-                seq=self.seq,
+                seq=seq,
                 at=at,
                 wall=self._wall,
                 step=self.step_names[s],
@@ -642,7 +649,7 @@ class Core:
             )
         )
         self._on_execution_started(s, k, attempt)
-        self._starts.append((self.seq, s, k, attempt))
+        self._starts.append((seq, s, k, attempt))
 
     def _flush(self) -> list[Event]:
         out = self._out

@@ -104,10 +104,7 @@ class Plan(msgspec.Struct, frozen=True):
 
     def targets_of(self, step: Step) -> list[Target]:
         """The targets a step fans out to, in declaration order (empty for a server step)."""
-        if not step.roles:
-            return []
-        wanted = set(step.roles)
-        return [t for t in self.targets if wanted.intersection(t.roles)]
+        return [self.targets[i] for i in fan_out(self, [step])[0]]
 
     def window_of(self, step: Step) -> int:
         return step.window if step.window is not None else self.policy.max_parallel_targets
@@ -119,6 +116,22 @@ class Plan(msgspec.Struct, frozen=True):
         """The same process with every step after-previous and no depends_on."""
         steps = tuple(msgspec.structs.replace(s, start="after-previous", depends_on=None) for s in self.steps)
         return msgspec.structs.replace(self, steps=steps)
+
+
+def fan_out(plan: Plan, steps: list[Step] | tuple[Step, ...] | None = None) -> list[list[int]]:
+    """For each step, the indices of the targets it runs on, in declaration order: every
+    target with any of the step's roles. A server step (no roles) gets an empty list."""
+    by_role: dict[str, list[int]] = {}
+    for i, t in enumerate(plan.targets):
+        for r in t.roles:
+            by_role.setdefault(r, []).append(i)
+    out = []
+    for step in plan.steps if steps is None else steps:
+        if len(step.roles) == 1:
+            out.append(list(by_role.get(step.roles[0], ())))
+        else:
+            out.append(sorted({i for r in step.roles for i in by_role.get(r, ())}))
+    return out
 
 
 def plan_from_builtins(obj: object) -> Plan:

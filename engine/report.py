@@ -2,7 +2,7 @@
 
 One report serves simulations and real runs alike, because both produce the same
 events (SPEC §3). Feed events with `add` (or `Report.of(events)`), read the fields.
-Executions are kept column-wise so a million of them stay small.
+Executions are kept as plain rows so a million of them stay small and quick.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ class StepRow(msgspec.Struct):
     reason: str | None = None
 
 
-class ExecutionRow(msgspec.Struct):
+class ExecutionRow(msgspec.Struct, gc=False):
+    """One attempt. `end` and `outcome` stay None while it runs."""
+
     step: str
     target: str | None
     attempt: int
@@ -48,14 +50,9 @@ class Report:
         self.makespan: float | None = None
         self.steps: dict[str, StepRow] = {}
         self.events = 0
-        # Executions, one entry per attempt, column-wise.
-        self.x_step: list[str] = []
-        self.x_target: list[str | None] = []
-        self.x_attempt: list[int] = []
-        self.x_start: list[float] = []
-        self.x_end: list[float | None] = []
-        self.x_outcome: list[str | None] = []
-        self._open: dict[tuple[str, str | None], int] = {}
+        # One row per attempt, in start order.
+        self.rows: list[ExecutionRow] = []
+        self._open: dict[tuple[str, str | None], ExecutionRow] = {}
 
     @classmethod
     def of(cls, events: Iterable[Event]) -> Report:
@@ -68,17 +65,13 @@ class Report:
         self.events += 1
         kind = type(ev)
         if kind is ExecutionStarted:
-            self._open[(ev.step, ev.target)] = len(self.x_step)
-            self.x_step.append(ev.step)
-            self.x_target.append(ev.target)
-            self.x_attempt.append(ev.attempt)
-            self.x_start.append(ev.at)
-            self.x_end.append(None)
-            self.x_outcome.append(None)
+            row = ExecutionRow(ev.step, ev.target, ev.attempt, ev.at, None, None)
+            self._open[(ev.step, ev.target)] = row
+            self.rows.append(row)
         elif kind is ExecutionFinished:
-            i = self._open.pop((ev.step, ev.target))
-            self.x_end[i] = ev.at
-            self.x_outcome[i] = ev.outcome
+            row = self._open.pop((ev.step, ev.target))
+            row.end = ev.at
+            row.outcome = ev.outcome
         elif kind is StepStarted:
             self.steps[ev.step] = StepRow(name=ev.step, start=ev.at)
         elif kind is StepFinished:
@@ -98,13 +91,8 @@ class Report:
             self.makespan = ev.at
 
     def executions(self) -> list[ExecutionRow]:
-        return [
-            ExecutionRow(step=s, target=t, attempt=a, start=b, end=e, outcome=o)
-            for s, t, a, b, e, o in zip(
-                self.x_step, self.x_target, self.x_attempt, self.x_start, self.x_end, self.x_outcome, strict=True
-            )
-        ]
+        return self.rows
 
     @property
     def execution_count(self) -> int:
-        return len(self.x_step)
+        return len(self.rows)

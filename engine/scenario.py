@@ -372,6 +372,10 @@ def _resolve(spec: ScenarioSpec, file: str, problems: list[Problem]) -> Plan | N
         seen_targets.setdefault(t.name, i)
         targets.append(Target(name=t.name, roles=tuple(t.roles), adapter=t.adapter))
     target_names = set(seen_targets)
+    by_role: dict[str, list[str]] = {}
+    for t in targets:
+        for r in t.roles:
+            by_role.setdefault(r, []).append(t.name)
 
     steps: list[Step] = []
     seen_steps: dict[str, int] = {}
@@ -404,7 +408,7 @@ def _resolve(spec: ScenarioSpec, file: str, problems: list[Problem]) -> Plan | N
             elif units > cap:
                 bad(f"{at}.uses.{res}", f"uses {units} units but {res!r} has capacity {cap}")
         server = not s.roles
-        matched = {t.name for t in targets if set(s.roles) & set(t.roles)}
+        matched = {t for r in s.roles for t in by_role.get(r, ())} if s.fails else set()
         for key in s.fails:
             ok = key == "*" or (key == "server" if server else key in target_names)
             if not ok:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 from hashlib import blake2b
+from collections.abc import Callable
 from statistics import NormalDist
 
-from engine.plan import Duration, Fixed, Lognormal, Normal, PerTarget, Plan, Single, Step, Triangular, Uniform
+from engine.plan import Duration, Fixed, fan_out, Lognormal, Normal, PerTarget, Plan, Single, Step, Triangular, Uniform
 
 _STD_NORMAL = NormalDist()
 _Z95 = _STD_NORMAL.inv_cdf(0.95)
@@ -26,9 +27,25 @@ class MissingDuration(ValueError):
 
 def uniform(seed: int, step: str, target: str | None, attempt: int, stream: str) -> float:
     """A number in (0, 1) determined only by its key."""
-    key = f"{seed}\x1f{step}\x1f{target if target is not None else ''}\x1f{attempt}\x1f{stream}".encode()
-    n = int.from_bytes(blake2b(key, digest_size=8).digest(), "little")
-    return (n + 0.5) * _SCALE
+    return _Keyed(seed, step, stream)(target, attempt)
+
+
+class _Keyed:
+    """`uniform` with the (seed, step, stream) part of the key prepared once: the
+    simulator draws millions of these, and this is the same function, faster."""
+
+    __slots__ = ("prefix", "suffix", "suffix1")
+
+    def __init__(self, seed: int, step: str, stream: str):
+        self.prefix = f"{seed}\x1f{step}\x1f".encode()
+        self.suffix = f"\x1f{stream}".encode()
+        self.suffix1 = b"\x1f1" + self.suffix
+
+    def __call__(self, target: str | None, attempt: int) -> float:
+        tail = self.suffix1 if attempt == 1 else b"\x1f%d%s" % (attempt, self.suffix)
+        key = self.prefix + (target.encode() if target is not None else b"") + tail
+        n = int.from_bytes(blake2b(key, digest_size=8).digest(), "little")
+        return (n + 0.5) * _SCALE
 
 
 def _quantile(d: Single, u: float) -> float:
@@ -53,6 +70,10 @@ def _quantile(d: Single, u: float) -> float:
     raise TypeError(f"not a duration: {d!r}")
 
 
+def _value(d: Single, draw: _Keyed, target: str | None, attempt: int) -> float:
+    return d.seconds if type(d) is Fixed else _quantile(d, draw(target, attempt))
+
+
 class DurationModel:
     """Samples attempt durations and injected failures for one plan and seed."""
 
@@ -74,27 +95,61 @@ class DurationModel:
         return d
 
     def duration(self, step: Step, target: str | None, attempt: int) -> float:
-        d = self.single(step, target)
-        if type(d) is Fixed:
-            return d.seconds
-        return _quantile(d, uniform(self.seed, step.name, target, attempt, "duration"))
+        return self.sampler(step)(target, attempt)
+
+    def sampler(self, step: Step) -> Callable[[str | None, int], float]:
+        """`duration` for one step, prepared once: (target, attempt) -> seconds."""
+        d = step.duration
+        draw = _Keyed(self.seed, step.name, "duration")
+        if isinstance(d, Fixed):
+            seconds = d.seconds
+            return lambda target, attempt: seconds
+        if isinstance(d, Uniform):
+            # The commonest distribution, inlined: the same key and hash as `_Keyed`.
+            low, span = d.low, d.high - d.low
+            prefix, suffix, suffix1 = draw.prefix, draw.suffix, draw.suffix1
+
+            def uniform_duration(target: str | None, attempt: int) -> float:
+                tail = suffix1 if attempt == 1 else b"\x1f%d%s" % (attempt, suffix)
+                key = prefix + (target.encode() if target is not None else b"") + tail
+                return low + (int.from_bytes(blake2b(key, digest_size=8).digest(), "little") + 0.5) * _SCALE * span
+
+            return uniform_duration
+        if isinstance(d, PerTarget):
+            single = self.single
+            return lambda target, attempt: _value(single(step, target), draw, target, attempt)
+        self.single(step, None)  # a step without a duration: raises MissingDuration
+        return lambda target, attempt: _quantile(d, draw(target, attempt))
 
     def fails(self, step: Step, target: str | None, attempt: int) -> bool:
         """Whether this attempt is made to fail (`fails` counts, then `failure_rate`)."""
-        if step.fails:
-            key = target if target is not None else "server"
-            n = step.fails.get(key, step.fails.get("*", 0))
-            if attempt <= n:
-                return True
-        if step.failure_rate > 0:
-            return uniform(self.seed, step.name, target, attempt, "failure") < step.failure_rate
-        return False
+        injector = self.injector(step)
+        return injector is not None and injector(target, attempt)
+
+    def injector(self, step: Step) -> Callable[[str | None, int], bool] | None:
+        """`fails` for one step, prepared once; None when the step never fails."""
+        if not step.fails and step.failure_rate <= 0:
+            return None
+        counts, rate = step.fails, step.failure_rate
+        draw = _Keyed(self.seed, step.name, "failure")
+
+        def fails(target: str | None, attempt: int) -> bool:
+            if counts:
+                n = counts.get(target if target is not None else "server", counts.get("*", 0))
+                if attempt <= n:
+                    return True
+            return rate > 0 and draw(target, attempt) < rate
+
+        return fails
 
     def check(self) -> None:
         """Raise `MissingDuration` naming the first step or target that lacks one."""
-        for step in self.plan.steps:
-            targets = self.plan.targets_of(step)
+        targets = self.plan.targets
+        for step, fanned in zip(self.plan.steps, fan_out(self.plan), strict=True):
             if not step.roles:
                 self.single(step, None)
-            for t in targets:
-                self.single(step, t.name)
+            elif isinstance(step.duration, PerTarget):
+                for i in fanned:
+                    self.single(step, targets[i].name)
+            elif fanned:
+                self.single(step, None)
