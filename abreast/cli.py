@@ -7,51 +7,15 @@ Exit codes (SPEC §4): 0 success, 1 the deployment failed, 2 bad input (nothing 
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
 from abreast import render
+from abreast.common import EXIT_OK, Format, app, bad_input, outcome_exit
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
-
-app = typer.Typer(
-    name="abreast",
-    help="Run deployment steps side by side, record every deployment, and ask what-if in virtual time.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-
-
-@app.callback()
-def _root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    """abreast: deployment steps side by side, an event log of every deployment, what-if in virtual time."""
-    if version:
-        from abreast import __version__
-
-        typer.echo(f"abreast {__version__}")
-        raise typer.Exit(EXIT_OK)
-
-
-def bad_input(message: str) -> NoReturn:
-    """Report bad input on stderr and exit 2: nothing ran."""
-    typer.echo(message if message.startswith("error") else f"error: {message}", err=True)
-    raise typer.Exit(EXIT_BAD_INPUT)
-
-
-def outcome_exit(outcome: str | None) -> int:
-    return {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}.get(outcome or "", EXIT_FAILED)
+__all__ = ["app", "main", "EXIT_OK"]
 
 
 @app.command(
@@ -115,3 +79,8 @@ def simulate(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+# The other commands register themselves on `app`.
+from abreast import deploy as _deploy  # noqa: E402,F401
+from abreast import history as _history  # noqa: E402,F401

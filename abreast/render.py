@@ -21,28 +21,38 @@ class StepJson(msgspec.Struct):
     end: float | None
 
 
-class SimulationJson(msgspec.Struct):
+class ReportJson(msgspec.Struct):
     makespan: float | None
     sequential_makespan: float | None
     savings: float | None
     outcome: str | None
-    seed: int
     steps: list[StepJson]
     executions: list[ExecutionRow]
+    deployment: str | None = None
+    seed: int | None = None
+
+
+def report_json(r: Report, sequential: float | None = None, savings: float | None = None, seed: int | None = None) -> bytes:
+    """The JSON of SPEC §4 for a report (simulated or recorded)."""
+    doc = ReportJson(
+        makespan=r.makespan,
+        sequential_makespan=sequential,
+        savings=savings,
+        outcome=r.outcome,
+        steps=[StepJson(name=s.name, outcome=s.outcome, start=s.start, end=s.end) for s in r.steps.values()],
+        executions=r.executions(),
+        deployment=r.deployment,
+        seed=seed,
+    )
+    return msgspec.json.encode(doc)
 
 
 def simulation_json(result: Outcome, seed: int) -> bytes:
-    r = result.report
-    doc = SimulationJson(
-        makespan=r.makespan,
-        sequential_makespan=result.sequential_makespan,
-        savings=result.savings,
-        outcome=r.outcome,
-        seed=seed,
-        steps=[StepJson(name=s.name, outcome=s.outcome, start=s.start, end=s.end) for s in r.steps.values()],
-        executions=r.executions(),
-    )
-    return msgspec.json.encode(doc)
+    return report_json(result.report, result.sequential_makespan, result.savings, seed)
+
+
+def styled(outcome: str | None) -> Text:
+    return Text(outcome or "-", style=OUTCOME_STYLE.get(outcome, ""))
 
 
 def seconds(t: float | None) -> str:
@@ -62,26 +72,37 @@ def seconds(t: float | None) -> str:
 
 
 def simulation_table(result: Outcome, plan: Plan, seed: int, console: Console | None = None) -> None:
+    report_table(result.report, title=plan.name or plan.source, sequential=result.sequential_makespan, seed=seed, console=console)
+
+
+def report_table(
+    r: Report,
+    title: str | None = None,
+    sequential: float | None = None,
+    seed: int | None = None,
+    console: Console | None = None,
+) -> None:
+    """Summary lines, then one row per step with a timeline."""
     console = console or Console()
-    r = result.report
-    title = plan.name or (plan.source or "scenario")
-    makespan = r.makespan or 0.0
-    seq = result.sequential_makespan
+    makespan = r.makespan
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")
     summary.add_column()
-    summary.add_row("scenario", title)
-    summary.add_row("outcome", Text(r.outcome or "?", style=OUTCOME_STYLE.get(r.outcome, "")))
+    if r.deployment and seed is None:
+        summary.add_row("deployment", r.deployment)
+    summary.add_row("scenario", title or r.scenario or "scenario")
+    summary.add_row("outcome", styled(r.outcome) if r.outcome else Text("running (or interrupted)", style="blue"))
     summary.add_row("makespan", seconds(makespan))
-    if seq is not None:
-        summary.add_row("sequential", seconds(seq))
-        saved = result.savings or 0.0
-        pct = (100.0 * saved / seq) if seq else 0.0
+    if sequential is not None and makespan is not None:
+        summary.add_row("sequential", seconds(sequential))
+        saved = round(sequential - makespan, 9)
+        pct = (100.0 * saved / sequential) if sequential else 0.0
         summary.add_row("savings", f"{seconds(saved)} ({pct:.1f}%)")
-    summary.add_row("executions", f"{r.execution_count:,} attempts, seed {seed}")
+    summary.add_row("executions", f"{r.execution_count:,} attempts" + (f", seed {seed}" if seed is not None else ""))
     console.print(summary)
     console.print()
-    console.print(step_table(r, makespan, width=max(20, min(60, console.width - 60))))
+    total = makespan if makespan is not None else max((row.end or row.start for row in r.rows), default=0.0)
+    console.print(step_table(r, total, width=max(20, min(60, console.width - 60))))
 
 
 def step_table(r: Report, makespan: float, width: int) -> Table:

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import insort
+from pathlib import PurePath
 from collections.abc import Iterable
 
 from engine.events import (
@@ -192,8 +193,9 @@ class Core:
 
     # ------------------------------------------------------------------ commands
 
-    def begin(self, at: float = 0.0, wall: str | None = None) -> list[Event]:
-        """Start the deployment: `deployment.started`, then the first decision pass."""
+    def begin(self, at: float = 0.0, wall: str | None = None, options: dict | None = None) -> list[Event]:
+        """Start the deployment: `deployment.started`, then the first decision pass.
+        `options` (how it is being run) is recorded for a later resume."""
         if self.started:
             raise IllegalMove("the deployment has already started")
         self._wall = wall
@@ -204,9 +206,10 @@ class Core:
                 seq=self.seq + 1,
                 at=at,
                 wall=wall,
-                scenario=self.plan.name,
+                scenario=self.plan.name or (PurePath(self.plan.source).stem if self.plan.source else None),
                 plan=plan,
                 policy=plan["policy"],
+                options=options or {},
             )
         )
         return self.advance(at, wall)

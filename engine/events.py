@@ -30,6 +30,7 @@ class DeploymentStarted(Event, kw_only=True, tag="deployment.started"):
     scenario: str | None
     plan: dict
     policy: dict
+    options: dict = {}  # how it was run (dry_run, speed, seed): what resume needs to go on
 
 
 class StepStarted(Event, kw_only=True, tag="step.started"):

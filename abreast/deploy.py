@@ -1,0 +1,193 @@
+"""`abreast run` and `abreast resume`: real deployments, recorded in the event store."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import typer
+
+from abreast.common import EXIT_BAD_INPUT, DbOption, app, bad_input, open_db, outcome_exit
+
+
+class LogFormat(str, Enum):
+    console = "console"
+    json = "json"
+
+
+SpeedOption = Annotated[float, typer.Option(help="With --dry-run: how many times faster than the simulated durations.", min=0.0001)]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Run nothing on the targets: sleep each execution's simulated duration instead.")
+]
+LogFormatOption = Annotated[LogFormat, typer.Option("--log-format", help="Logs on stderr: console for people, json for collectors.")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Also log every execution that starts or succeeds.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Log only warnings and errors; no live view.")]
+
+
+def new_deployment_id() -> str:
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def adapters_for(plan, dry_run: bool, speed: float, seed: int):  # noqa: ANN001, ANN201
+    """Pick each target's adapter: its `adapter` field, or dry-run for all with --dry-run."""
+    from adapters.dryrun import DryRunAdapter
+    from adapters.local import LocalAdapter
+    from simulator.durations import DurationModel
+
+    local = LocalAdapter()
+    dry = None
+    if dry_run or any(t.adapter == "dry-run" for t in plan.targets):
+        model = DurationModel(plan, seed)
+        model.check()  # MissingDuration: the caller reports it as bad input
+        dry = DryRunAdapter(model.duration, model.fails, speed)
+
+    def adapter_for(target):  # noqa: ANN001, ANN202
+        if dry_run or (target is not None and target.adapter == "dry-run"):
+            return dry
+        return local
+
+    return adapter_for
+
+
+def _drive(core, store, plan, options: dict, log_format: LogFormat, verbose: bool, quiet: bool, resume_at: float = 0.0) -> str:  # noqa: ANN001
+    import trio
+
+    from abreast.observe import LiveView, configure_logging, event_logger
+    from engine.runtime import Runtime
+    from simulator.durations import MissingDuration
+
+    try:
+        adapter_for = adapters_for(plan, options.get("dry_run", False), options.get("speed", 1.0), options.get("seed", 0))
+    except MissingDuration as e:
+        bad_input(f"{plan.source}: {e} (a dry run sleeps each execution's simulated duration)")
+    log = configure_logging(log_format.value, verbose, quiet)
+    log_events = event_logger(log)
+    live = LiveView(core) if (sys.stderr.isatty() and not quiet and log_format is LogFormat.console) else None
+    last_draw = 0.0
+
+    def on_events(events) -> None:  # noqa: ANN001
+        nonlocal last_draw
+        log_events(events)
+        if live is not None and time.monotonic() - last_draw > 0.2:
+            last_draw = time.monotonic()
+            live.update(events)
+
+    workdir = Path(plan.source).parent if plan.source else Path.cwd()
+    scale = options.get("speed", 1.0) if options.get("dry_run", False) else 1.0
+    runtime = Runtime(
+        core, store, adapter_for, workdir, on_events=on_events, resume_at=resume_at, options=options, time_scale=scale
+    )
+    if live is not None:
+        with live:
+            return trio.run(runtime.run, True)
+    return trio.run(runtime.run, True)
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  abreast run scenarios/web-farm-rolling.yaml --dry-run --speed 60\n\n"
+        "  abreast run deploy.yaml --id release-42 --db /var/lib/abreast/abreast.db --log-format json"
+    )
+)
+def run(
+    scenario: Annotated[Path, typer.Argument(help="Scenario file (.yaml, .yml, .toml, .json).")],
+    id: Annotated[str | None, typer.Option("--id", help="The deployment's id (default: a new one).")] = None,
+    db: DbOption = None,
+    dry_run: DryRunOption = False,
+    speed: SpeedOption = 1.0,
+    seed: Annotated[int, typer.Option(help="With --dry-run: seed for sampled durations and failures.")] = 0,
+    log_format: LogFormatOption = LogFormat.console,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Run a deployment for real and record it; prints the deployment id.
+
+    Exit 0 succeeded, 1 failed, 2 bad input, 130 cancelled (Ctrl-C or SIGTERM: running
+    executions are killed and the log ends `cancelled`)."""
+    from engine.core import Core
+    from engine.scenario import ScenarioError, load, warnings
+    from engine.store import StoreError
+
+    try:
+        plan = load(scenario)
+    except ScenarioError as e:
+        bad_input(f"error: {e}")
+    for w in warnings(plan):
+        typer.echo(f"warning: {scenario}: {w}", err=True)
+    plan = msgspec.structs.replace(plan, source=str(scenario.resolve()))
+    store = open_db(db)
+    deployment = id or new_deployment_id()
+    if store.summary(deployment) is not None:
+        bad_input(f"deployment {deployment!r} already exists in {store.path}; continue it with `abreast resume {deployment}`")
+    typer.echo(deployment)
+    sys.stdout.flush()
+    options = {"dry_run": dry_run, "speed": speed, "seed": seed}
+    try:
+        outcome = _drive(Core(plan, deployment), store, plan, options, log_format, verbose, quiet)
+    except StoreError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    raise typer.Exit(outcome_exit(outcome))
+
+
+@app.command(epilog="Example:\n\n  abreast resume 20261127-101500-3fa2c1")
+def resume(
+    id: Annotated[str, typer.Argument(help="The deployment to continue.")],
+    db: DbOption = None,
+    log_format: LogFormatOption = LogFormat.console,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Continue a deployment whose orchestrator died, from its event log.
+
+    Executions that started and never finished are recorded `interrupted` and run
+    again (a new attempt); nothing that finished runs again."""
+    from engine.core import Core, IllegalMove
+    from engine.events import DeploymentFinished, DeploymentStarted
+    from engine.plan import plan_from_builtins
+    from engine.store import StoreError
+
+    store = open_db(db)
+    events = store.read(id)
+    if not events:
+        bad_input(f"no deployment {id!r} in {store.path}")
+    first, last = events[0], events[-1]
+    if isinstance(last, DeploymentFinished):
+        bad_input(f"deployment {id!r} already ended {last.outcome}; nothing to resume")
+    assert isinstance(first, DeploymentStarted)
+    try:
+        plan = plan_from_builtins(first.plan)
+        core = Core(plan, id).fold(events)
+    except (msgspec.ValidationError, IllegalMove) as e:
+        bad_input(f"deployment {id!r}: its log cannot be folded: {e}")
+    resume_at = last.at + _wall_gap(last.wall)
+    try:
+        outcome = _drive(core, store, plan, dict(first.options), log_format, verbose, quiet, resume_at=resume_at)
+    except StoreError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    raise typer.Exit(outcome_exit(outcome))
+
+
+def _wall_gap(wall: str | None) -> float:
+    """Seconds of wall time since `wall` (the time the orchestrator was down), >= 0."""
+    if not wall:
+        return 0.0
+    try:
+        return max(0.0, (datetime.now(UTC) - datetime.fromisoformat(wall)).total_seconds())
+    except ValueError:
+        return 0.0
+
+
+__all__ = ["run", "resume", "EXIT_BAD_INPUT"]

@@ -1,0 +1,140 @@
+"""`abreast history`: list, show, export, import and read the logs of recorded deployments."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from abreast import render
+from abreast.common import EXIT_OK, DbOption, Format, app, bad_input, open_db
+
+history = typer.Typer(
+    help="Recorded deployments: list, show, export, import, logs.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(history, name="history")
+
+IdArg = Annotated[str, typer.Argument(help="A deployment id (see `abreast history list`).")]
+
+
+def _events_or_exit(store, id: str) -> list:  # noqa: ANN001
+    events = store.read(id)
+    if not events:
+        bad_input(f"no deployment {id!r} in {store.path}")
+    return events
+
+
+@history.command("list", epilog="Example:\n\n  abreast history list --format json | jq '.[0].id'")
+def list_(db: DbOption = None, format: Annotated[Format, typer.Option("--format", "-f")] = Format.table) -> None:
+    """Every recorded deployment, newest first."""
+    store = open_db(db)
+    rows = store.deployments()
+    store.close()
+    if format is Format.json:
+        sys.stdout.buffer.write(msgspec.json.encode(rows) + b"\n")
+        return
+    if not rows:
+        typer.echo("no deployments recorded yet", err=True)
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("id", "scenario", "status", "started", "finished", "events"):
+        table.add_column(col, justify="right" if col == "events" else "left")
+    for r in rows:
+        table.add_row(r.id, r.scenario or "-", render.styled(r.status), r.started or "-", r.finished or "-", str(r.events))
+    Console().print(table)
+
+
+@history.command(epilog="Example:\n\n  abreast history show 20261127-101500-3fa2c1 --format json")
+def show(id: IdArg, db: DbOption = None, format: Annotated[Format, typer.Option("--format", "-f")] = Format.table) -> None:
+    """One deployment: its outcome, makespan, steps and a timeline."""
+    from engine.report import Report
+
+    store = open_db(db)
+    report = Report.of(_events_or_exit(store, id))
+    store.close()
+    if format is Format.json:
+        sys.stdout.buffer.write(render.report_json(report) + b"\n")
+    else:
+        render.report_table(report)
+
+
+@history.command(epilog="Example:\n\n  abreast history export 20261127-101500-3fa2c1 > release-42.jsonl")
+def export(id: IdArg, db: DbOption = None) -> None:
+    """Write a deployment's events to standard output as JSON Lines, in seq order."""
+    from engine.events import to_jsonl
+
+    store = open_db(db)
+    events = _events_or_exit(store, id)
+    store.close()
+    to_jsonl(events, sys.stdout.buffer)
+
+
+@history.command("import", epilog="Example:\n\n  abreast history import release-42.jsonl --db other.db")
+def import_(file: Annotated[Path, typer.Argument(help="JSON Lines, as `history export` writes them.")], db: DbOption = None) -> None:
+    """Store a recorded deployment from JSON Lines. It is checked first: one deployment,
+    seq 1, 2, 3 … without gaps, starting with deployment.started, and every event legal
+    under the rules (it is folded through the scheduling core)."""
+    from engine.core import Core, IllegalMove
+    from engine.events import DeploymentStarted, EventFormatError, from_jsonl
+    from engine.plan import plan_from_builtins
+    from engine.store import StoreError
+
+    try:
+        with open(file, "rb") as f:
+            events = list(from_jsonl(f, name=str(file)))
+    except OSError as e:
+        bad_input(f"{file}: cannot read: {e.strerror}")
+    except EventFormatError as e:
+        bad_input(str(e))
+    if not events:
+        bad_input(f"{file}: no events")
+    first = events[0]
+    if not isinstance(first, DeploymentStarted) or first.seq != 1:
+        bad_input(f"{file}:1: expected deployment.started with seq 1")
+    ids = {e.deployment for e in events}
+    if len(ids) != 1:
+        bad_input(f"{file}: holds events of {len(ids)} deployments ({', '.join(sorted(ids))}); import one at a time")
+    try:
+        core = Core(plan_from_builtins(first.plan), first.deployment)
+    except msgspec.ValidationError as e:
+        bad_input(f"{file}:1: the plan in deployment.started is not valid: {e}")
+    for n, ev in enumerate(events, 1):
+        try:
+            core.apply(ev)
+        except IllegalMove as e:
+            bad_input(f"{file}:{n}: {e}")
+    store = open_db(db)
+    try:
+        if store.summary(first.deployment) is not None:
+            bad_input(f"deployment {first.deployment!r} already exists in {store.path}")
+        store.append(events)
+    except StoreError as e:
+        bad_input(str(e))
+    finally:
+        store.close()
+    typer.echo(first.deployment)
+    raise typer.Exit(EXIT_OK)
+
+
+@history.command(epilog="Example:\n\n  abreast history logs 20261127-101500-3fa2c1 --step 'deploy web' --target web-02")
+def logs(
+    id: IdArg,
+    db: DbOption = None,
+    step: Annotated[str | None, typer.Option("--step", help="Only this step.")] = None,
+    target: Annotated[str | None, typer.Option("--target", help="Only this target.")] = None,
+) -> None:
+    """The captured output of a deployment's executions."""
+    store = open_db(db)
+    _events_or_exit(store, id)
+    lines = store.output(id, step=step, target=target)
+    store.close()
+    out = sys.stdout
+    for o in lines:
+        out.write(f"{o.step} @ {o.target or 'server'} #{o.attempt} | {o.line}\n")

@@ -1,0 +1,65 @@
+"""What the runtime asks of an adapter: run one attempt, stream its output, say how it
+ended, and stop when cancelled.
+
+The engine defines the interface and never imports an implementation: the runtime is
+handed a function that picks an adapter for each target (`adapters/` has the local
+shell and the dry-run adapters).
+
+Cancelling is trio's: the runtime runs `Adapter.run` inside a cancel scope (for a
+timeout or a cancelled deployment) and the adapter, on `trio.Cancelled`, must stop the
+work it started (a local process group is killed) before letting the exception go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Literal, Protocol
+
+import msgspec
+
+from engine.plan import Step, Target
+
+
+class ExecutionRequest(msgspec.Struct, frozen=True):
+    deployment: str
+    step: Step
+    target: Target | None  # None: a server step, run on the orchestrator
+    attempt: int
+    workdir: Path  # the scenario file's folder
+    # The trio clock time at which the attempt was decided: adapters that model time
+    # (dry-run) measure from it, so time spent getting started is not added on top.
+    start_clock: float | None = None
+
+    @property
+    def environment(self) -> Mapping[str, str]:
+        """The variables every execution sees (SPEC §2, "Real runs")."""
+        return {
+            "ABREAST_DEPLOYMENT": self.deployment,
+            "ABREAST_STEP": self.step.name,
+            "ABREAST_TARGET": self.target.name if self.target is not None else "",
+            "ABREAST_ATTEMPT": str(self.attempt),
+        }
+
+
+class AttemptResult(msgspec.Struct, frozen=True):
+    outcome: Literal["succeeded", "failed"]
+    exit_code: int | None = None
+    error: str | None = None
+    # Adapters that model time (dry-run) say when, on the trio clock, the attempt ended;
+    # otherwise it ended when `run` returned.
+    ended_clock: float | None = None
+
+
+OutputSink = Callable[[str], None]  # one line of output, without its newline
+
+
+class Adapter(Protocol):
+    name: str
+
+    async def run(self, request: ExecutionRequest, output: OutputSink) -> AttemptResult:
+        """Run one attempt to its end; on cancellation stop it, then re-raise."""
+        ...
+
+
+AdapterFor = Callable[[Target | None], Adapter]

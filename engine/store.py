@@ -1,0 +1,354 @@
+"""The event store: one append-only stream of events per deployment.
+
+A small interface (`EventStore`) with two implementations that pass one contract test
+suite (tests/engine/test_store.py): `MemoryStore` for tests and simulations, and
+`SqliteStore`, a SQLite file in WAL mode (the default, `.abreast/abreast.db`).
+
+- Optimistic concurrency: the primary key is (deployment, seq). A second writer that
+  appends a seq already taken gets `ConcurrencyError` and the stream is unchanged; an
+  append is all or nothing.
+- `deployments` is a projection kept in the same transaction as the events it follows:
+  scenario, status (running, succeeded, failed, cancelled), started, finished.
+- Captured output lines live in their own table, capped per execution by the runtime.
+- Persist first, act second: the runtime appends a batch and only then starts the
+  executions it names.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+import sqlite_utils
+
+from engine.events import AnyEvent, DeploymentFinished, DeploymentStarted, Event, decode, encode
+
+DEFAULT_DB = Path(".abreast") / "abreast.db"
+
+
+def default_db_path() -> Path:
+    """`$ABREAST_DB`, else `.abreast/abreast.db` in the current folder."""
+    env = os.environ.get("ABREAST_DB")
+    return Path(env) if env else DEFAULT_DB
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked (a message for people, no traceback needed)."""
+
+
+class ConcurrencyError(StoreError):
+    """Another writer already appended this seq: the stream is unchanged."""
+
+
+class UnknownDeployment(StoreError):
+    pass
+
+
+class DeploymentSummary(msgspec.Struct, frozen=True):
+    id: str
+    scenario: str | None
+    status: str  # running, succeeded, failed, cancelled
+    started: str | None  # wall time of deployment.started (null for a simulation)
+    finished: str | None
+    events: int
+
+
+class OutputLine(msgspec.Struct, frozen=True):
+    deployment: str
+    step: str
+    target: str | None
+    attempt: int
+    n: int  # line number within the attempt, from 1
+    line: str
+
+
+class EventStore(Protocol):
+    def append(self, events: Sequence[Event]) -> None:
+        """Append events (of one or more deployments) atomically, each at the seq it carries."""
+
+    def read(self, deployment: str, after: int = 0) -> list[AnyEvent]:
+        """The deployment's events with seq > after, in seq order (unknown: empty)."""
+
+    def deployments(self) -> list[DeploymentSummary]:
+        """Every deployment, newest first."""
+
+    def summary(self, deployment: str) -> DeploymentSummary | None: ...
+
+    def add_output(self, lines: Sequence[OutputLine]) -> None: ...
+
+    def output(self, deployment: str, step: str | None = None, target: str | None = None) -> list[OutputLine]: ...
+
+    def close(self) -> None: ...
+
+
+def _check_batch(events: Sequence[Event], last_seq: dict[str, int]) -> None:
+    """Each deployment's events must continue its stream without gaps."""
+    for ev in events:
+        expected = last_seq.get(ev.deployment, 0) + 1
+        if ev.seq != expected:
+            if ev.seq < expected:
+                raise ConcurrencyError(
+                    f"deployment {ev.deployment!r}: seq {ev.seq} is already recorded "
+                    "(is another orchestrator writing this deployment?)"
+                )
+            raise StoreError(f"deployment {ev.deployment!r}: seq {ev.seq} would leave a gap after {expected - 1}")
+        last_seq[ev.deployment] = ev.seq
+
+
+def _project(summary: dict[str, dict], ev: Event) -> None:
+    """Fold one event into the `deployments` projection (a dict of row dicts)."""
+    if isinstance(ev, DeploymentStarted):
+        summary[ev.deployment] = {
+            "id": ev.deployment,
+            "scenario": ev.scenario,
+            "status": "running",
+            "started": ev.wall,
+            "finished": None,
+            "events": 0,
+        }
+    row = summary.get(ev.deployment)
+    if row is None:
+        raise StoreError(f"deployment {ev.deployment!r}: the first event must be deployment.started")
+    row["events"] = ev.seq
+    if isinstance(ev, DeploymentFinished):
+        row["status"] = ev.outcome
+        row["finished"] = ev.wall
+
+
+class MemoryStore:
+    """The in-memory twin of `SqliteStore`: same contract, nothing on disk."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, list[AnyEvent]] = {}
+        self._summaries: dict[str, dict] = {}
+        self._order: list[str] = []
+        self._output: list[OutputLine] = []
+
+    def append(self, events: Sequence[Event]) -> None:
+        last = {d: len(evs) for d, evs in self._events.items()}
+        _check_batch(events, last)
+        summaries = {k: dict(v) for k, v in self._summaries.items()}
+        for ev in events:
+            _project(summaries, ev)
+        for ev in events:  # nothing above raised: commit
+            if ev.deployment not in self._events:
+                self._events[ev.deployment] = []
+                self._order.append(ev.deployment)
+            self._events[ev.deployment].append(ev)  # type: ignore[arg-type]
+        self._summaries = summaries
+
+    def read(self, deployment: str, after: int = 0) -> list[AnyEvent]:
+        return list(self._events.get(deployment, [])[after:])
+
+    def deployments(self) -> list[DeploymentSummary]:
+        return [DeploymentSummary(**self._summaries[d]) for d in reversed(self._order)]
+
+    def summary(self, deployment: str) -> DeploymentSummary | None:
+        row = self._summaries.get(deployment)
+        return DeploymentSummary(**row) if row else None
+
+    def add_output(self, lines: Sequence[OutputLine]) -> None:
+        self._output.extend(lines)
+
+    def output(self, deployment: str, step: str | None = None, target: str | None = None) -> list[OutputLine]:
+        return [
+            o
+            for o in self._output
+            if o.deployment == deployment and (step is None or o.step == step) and (target is None or o.target == target)
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+# --- SQLite ----------------------------------------------------------------------------
+
+# Each migration takes the schema from version i to i+1. Never edit one that shipped:
+# add the next. Version 1 was the first schema (events + deployments).
+MIGRATIONS: list[str] = [
+    # 1: the event streams and the deployments projection
+    """
+    CREATE TABLE events (
+        deployment TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        at REAL NOT NULL,
+        wall TEXT,
+        body TEXT NOT NULL,
+        PRIMARY KEY (deployment, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE deployments (
+        id TEXT PRIMARY KEY,
+        scenario TEXT,
+        status TEXT NOT NULL,
+        started TEXT,
+        finished TEXT
+    );
+    """,
+    # 2: an event count in the projection; captured output lines
+    """
+    ALTER TABLE deployments ADD COLUMN events INTEGER NOT NULL DEFAULT 0;
+    UPDATE deployments SET events = (SELECT COALESCE(MAX(seq), 0) FROM events WHERE events.deployment = deployments.id);
+    ALTER TABLE deployments ADD COLUMN created INTEGER NOT NULL DEFAULT 0;
+    UPDATE deployments SET created = rowid;
+    CREATE TABLE output (
+        deployment TEXT NOT NULL,
+        step TEXT NOT NULL,
+        target TEXT,
+        attempt INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        line TEXT NOT NULL
+    );
+    CREATE INDEX output_by_execution ON output (deployment, step, target, attempt, n);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SqliteStore:
+    """Events in a SQLite file (WAL mode, synchronous=NORMAL: a committed append survives
+    the orchestrator being killed; only a power loss can take the last ones)."""
+
+    def __init__(self, path: str | Path, migrate_to: int = SCHEMA_VERSION):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0, check_same_thread=False)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"{self.path}: cannot open the event store: {e}") from None
+        self.db = sqlite_utils.Database(conn)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._migrate(migrate_to)
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise StoreError(f"{self.path}: not an abreast event store: {e}") from None
+
+    @property
+    def version(self) -> int:
+        return self.db.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self, target: int) -> None:
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")  # one migrator at a time
+        try:
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            if current > SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: schema version {current} is newer than this abreast ({SCHEMA_VERSION}); upgrade abreast")
+            for version in range(current, target):
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def append(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            deployments = {ev.deployment for ev in events}
+            last = {}
+            summaries: dict[str, dict] = {}
+            for d in deployments:
+                last[d] = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE deployment = ?", (d,)).fetchone()[0]
+                row = conn.execute(
+                    "SELECT id, scenario, status, started, finished, events FROM deployments WHERE id = ?", (d,)
+                ).fetchone()
+                if row:
+                    summaries[d] = dict(zip(("id", "scenario", "status", "started", "finished", "events"), row, strict=True))
+            _check_batch(events, dict(last))
+            for ev in events:
+                _project(summaries, ev)
+            conn.executemany(
+                "INSERT INTO events (deployment, seq, type, at, wall, body) VALUES (?, ?, ?, ?, ?, ?)",
+                [(ev.deployment, ev.seq, ev.__struct_config__.tag, ev.at, ev.wall, encode(ev).decode()) for ev in events],
+            )
+            conn.executemany(
+                "INSERT INTO deployments (id, scenario, status, started, finished, events, created) "
+                "VALUES (:id, :scenario, :status, :started, :finished, :events, "
+                "(SELECT COALESCE(MAX(created), 0) + 1 FROM deployments)) "
+                "ON CONFLICT (id) DO UPDATE SET status = :status, finished = :finished, events = :events",
+                list(summaries.values()),
+            )
+            conn.execute("COMMIT")
+        except sqlite3.IntegrityError:
+            conn.execute("ROLLBACK")
+            d = events[0].deployment
+            raise ConcurrencyError(
+                f"deployment {d!r}: seq {events[0].seq} is already recorded (is another orchestrator writing this deployment?)"
+            ) from None
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def read(self, deployment: str, after: int = 0) -> list[AnyEvent]:
+        rows = self.db.conn.execute(
+            "SELECT body FROM events WHERE deployment = ? AND seq > ? ORDER BY seq", (deployment, after)
+        ).fetchall()
+        return [decode(body) for (body,) in rows]
+
+    def deployments(self) -> list[DeploymentSummary]:
+        return [DeploymentSummary(**row) for row in self.db.query(
+            "SELECT id, scenario, status, started, finished, events FROM deployments ORDER BY created DESC"
+        )]
+
+    def summary(self, deployment: str) -> DeploymentSummary | None:
+        rows = list(self.db.query(
+            "SELECT id, scenario, status, started, finished, events FROM deployments WHERE id = ?", [deployment]
+        ))
+        return DeploymentSummary(**rows[0]) if rows else None
+
+    def add_output(self, lines: Sequence[OutputLine]) -> None:
+        if not lines:
+            return
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT INTO output (deployment, step, target, attempt, n, line) VALUES (?, ?, ?, ?, ?, ?)",
+                [(o.deployment, o.step, o.target, o.attempt, o.n, o.line) for o in lines],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def output(self, deployment: str, step: str | None = None, target: str | None = None) -> list[OutputLine]:
+        sql = "SELECT deployment, step, target, attempt, n, line FROM output WHERE deployment = ?"
+        params: list = [deployment]
+        if step is not None:
+            sql += " AND step = ?"
+            params.append(step)
+        if target is not None:
+            sql += " AND target = ?"
+            params.append(target)
+        sql += " ORDER BY rowid"
+        return [OutputLine(*row) for row in self.db.conn.execute(sql, params)]
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+
+def open_store(path: str | Path | None) -> SqliteStore:
+    """The SQLite store at `path` (default: `default_db_path()`)."""
+    return SqliteStore(path if path is not None else default_db_path())
+
+
+def import_events(store: EventStore, events: Iterable[AnyEvent]) -> str:
+    """Store a whole recorded deployment (from JSON Lines); returns its id."""
+    batch = list(events)
+    if not batch:
+        raise StoreError("no events to import")
+    store.append(batch)
+    return batch[0].deployment
