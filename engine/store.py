@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -222,10 +223,22 @@ class SqliteStore:
             raise StoreError(f"{self.path}: cannot open the event store: {e}") from None
         self.db = sqlite_utils.Database(conn)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
+            # Two orchestrators opening a new file at once race to switch it to WAL;
+            # that switch does not always wait on the busy handler, so retry it.
+            for delay in (0.01, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 0):
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) or not delay:
+                        raise
+                    time.sleep(delay)
+            conn.execute("PRAGMA synchronous=NORMAL")
             self._migrate(migrate_to)
+        except sqlite3.OperationalError as e:
+            conn.close()
+            raise StoreError(f"{self.path}: cannot use the event store: {e}") from None
         except sqlite3.DatabaseError as e:
             conn.close()
             raise StoreError(f"{self.path}: not an abreast event store: {e}") from None
