@@ -12,7 +12,6 @@ from typing import Annotated
 
 import typer
 
-from abreast import render
 from abreast.common import EXIT_OK, Format, app, bad_input, outcome_exit
 
 __all__ = ["app", "main", "EXIT_OK"]
@@ -41,6 +40,7 @@ def simulate(
     events: Annotated[Path | None, typer.Option("--events", help="Also write the simulated event log here (JSON Lines).")] = None,
 ) -> None:
     """Simulate a deployment in virtual time: makespan, the sequential makespan, savings."""
+    from abreast import render
     from engine.events import to_jsonl
     from engine.scenario import ScenarioError, load, warnings
     from simulator.durations import MissingDuration

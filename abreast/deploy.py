@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 import time
@@ -58,8 +59,8 @@ def adapters_for(plan, dry_run: bool, speed: float, seed: int):  # noqa: ANN001,
 def _drive(core, store, plan, options: dict, log_format: LogFormat, verbose: bool, quiet: bool, resume_at: float = 0.0) -> str:  # noqa: ANN001
     import trio
 
-    from abreast.observe import LiveView, configure_logging, event_logger
-    from engine.runtime import Runtime
+    from abreast.observe import LiveView, configure_logging, event_logger, log_level
+    from engine.runtime import INSTANT, Runtime
     from simulator.durations import MissingDuration
 
     try:
@@ -67,7 +68,7 @@ def _drive(core, store, plan, options: dict, log_format: LogFormat, verbose: boo
     except MissingDuration as e:
         bad_input(f"{plan.source}: {e} (a dry run sleeps each execution's simulated duration)")
     log = configure_logging(log_format.value, verbose, quiet)
-    log_events = event_logger(log)
+    log_events = event_logger(log, log_level(verbose, quiet))
     live = LiveView(core) if (sys.stderr.isatty() and not quiet and log_format is LogFormat.console) else None
     last_draw = 0.0
 
@@ -79,9 +80,19 @@ def _drive(core, store, plan, options: dict, log_format: LogFormat, verbose: boo
             live.update(events)
 
     workdir = Path(plan.source).parent if plan.source else Path.cwd()
+    # Commands run in the scenario's folder (SPEC §2); the orchestrator works there too,
+    # so the local adapter can start them with posix_spawn (see adapters/local.py).
+    # Every path given on the command line has been opened or resolved by now.
+    try:
+        os.chdir(workdir)
+    except OSError as e:
+        bad_input(f"{plan.source}: cannot enter the scenario's folder {workdir}: {e.strerror}")
     scale = options.get("speed", 1.0) if options.get("dry_run", False) else 1.0
+    # A real run gathers only the completions that are already in when it looks; a dry
+    # run models time, and gathers what falls on one instant (1e-9 s) like the simulator.
     runtime = Runtime(
-        core, store, adapter_for, workdir, on_events=on_events, resume_at=resume_at, options=options, time_scale=scale
+        core, store, adapter_for, workdir, on_events=on_events, resume_at=resume_at, options=options,
+        time_scale=scale, gather=INSTANT if options.get("dry_run", False) else 0.0,
     )
     if live is not None:
         with live:
@@ -124,7 +135,7 @@ def run(
     plan = msgspec.structs.replace(plan, source=str(scenario.resolve()))
     store = open_db(db)
     deployment = id or new_deployment_id()
-    if store.summary(deployment) is not None:
+    if store.exists(deployment):
         bad_input(f"deployment {deployment!r} already exists in {store.path}; continue it with `abreast resume {deployment}`")
     typer.echo(deployment)
     sys.stdout.flush()

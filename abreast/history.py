@@ -8,10 +8,7 @@ from typing import Annotated
 
 import msgspec
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from abreast import render
 from abreast.common import EXIT_OK, DbOption, Format, app, bad_input, open_db
 
 history = typer.Typer(
@@ -43,6 +40,11 @@ def list_(db: DbOption = None, format: Annotated[Format, typer.Option("--format"
     if not rows:
         typer.echo("no deployments recorded yet", err=True)
         return
+    from rich.console import Console
+    from rich.table import Table
+
+    from abreast import render
+
     table = Table(box=None, header_style="bold", pad_edge=False)
     for col in ("id", "scenario", "status", "started", "finished", "events"):
         table.add_column(col, justify="right" if col == "events" else "left")
@@ -54,6 +56,7 @@ def list_(db: DbOption = None, format: Annotated[Format, typer.Option("--format"
 @history.command(epilog="Example:\n\n  abreast history show 20261127-101500-3fa2c1 --format json")
 def show(id: IdArg, db: DbOption = None, format: Annotated[Format, typer.Option("--format", "-f")] = Format.table) -> None:
     """One deployment: its outcome, makespan, steps and a timeline."""
+    from abreast import render
     from engine.report import Report
 
     store = open_db(db)
@@ -112,7 +115,7 @@ def import_(file: Annotated[Path, typer.Argument(help="JSON Lines, as `history e
             bad_input(f"{file}:{n}: {e}")
     store = open_db(db)
     try:
-        if store.summary(first.deployment) is not None:
+        if store.exists(first.deployment):
             bad_input(f"deployment {first.deployment!r} already exists in {store.path}")
         store.append(events)
     except StoreError as e:

@@ -13,18 +13,17 @@ import sys
 from collections.abc import Callable
 
 import structlog
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
 
 from engine.core import ACTIVE, E_FAILED, E_PENDING, E_RUNNING, E_SUCCEEDED, SERVER, Core
 from engine.events import Event, ExecutionFinished, ExecutionStarted
 
 
+def log_level(verbose: bool, quiet: bool) -> int:
+    return logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+
+
 def configure_logging(fmt: str, verbose: bool, quiet: bool) -> structlog.typing.FilteringBoundLogger:
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    level = log_level(verbose, quiet)
     renderer = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -43,22 +42,27 @@ def configure_logging(fmt: str, verbose: bool, quiet: bool) -> structlog.typing.
     return structlog.get_logger("abreast")
 
 
-def event_logger(log: structlog.typing.FilteringBoundLogger) -> Callable[[list[Event]], None]:
-    """A runtime `on_events` callback that logs each event."""
+SKIP_FIELDS = ("deployment", "seq", "wall", "plan", "policy", "options")
+
+
+def event_logger(log: structlog.typing.FilteringBoundLogger, level: int) -> Callable[[list[Event]], None]:
+    """A runtime `on_events` callback that logs each event at or above `level`."""
 
     def on_events(events: list[Event]) -> None:
         for ev in events:
-            fields = {k: getattr(ev, k) for k in ev.__struct_fields__ if k not in ("deployment", "seq", "wall", "plan", "policy", "options")}
+            kind = type(ev)
+            if kind is ExecutionStarted or (kind is ExecutionFinished and ev.outcome == "succeeded"):
+                method, at_level = log.debug, logging.DEBUG
+            elif kind is ExecutionFinished and ev.outcome in ("failed", "timed_out"):
+                method, at_level = log.warning, logging.WARNING
+            else:
+                method, at_level = log.info, logging.INFO
+            if at_level < level:
+                continue
+            fields = {k: getattr(ev, k) for k in ev.__struct_fields__ if k not in SKIP_FIELDS}
             fields = {k: v for k, v in fields.items() if v is not None}
             fields["at"] = round(ev.at, 3)
-            kind = type(ev)
-            name = ev.__struct_config__.tag
-            if kind is ExecutionStarted or (kind is ExecutionFinished and ev.outcome == "succeeded"):
-                log.debug(name, deployment=ev.deployment, **fields)
-            elif kind is ExecutionFinished and ev.outcome in ("failed", "timed_out"):
-                log.warning(name, deployment=ev.deployment, **fields)
-            else:
-                log.info(name, deployment=ev.deployment, **fields)
+            method(ev.__struct_config__.tag, deployment=ev.deployment, **fields)
 
     return on_events
 
@@ -66,7 +70,10 @@ def event_logger(log: structlog.typing.FilteringBoundLogger) -> Callable[[list[E
 class LiveView:
     """A live picture of the deployment, redrawn from the core's state."""
 
-    def __init__(self, core: Core, console: Console | None = None):
+    def __init__(self, core: Core, console=None):  # noqa: ANN001 - a rich Console
+        from rich.console import Console
+        from rich.live import Live
+
         self.core = core
         self.console = console or Console(stderr=True)
         self.live = Live(self.render(), console=self.console, refresh_per_second=4, transient=False, redirect_stderr=True)
@@ -82,7 +89,12 @@ class LiveView:
     def update(self, events: list[Event]) -> None:
         self.live.update(self.render())
 
-    def render(self) -> Group:
+    def render(self):  # noqa: ANN201 - a rich Group
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
         core = self.core
         done = sum(1 for s in core.step_state if s >= 2)
         head = Text(f"{core.deployment}  {done}/{core.n_steps} steps done", style="bold")

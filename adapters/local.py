@@ -2,10 +2,17 @@
 
 Each attempt runs in the scenario file's folder, in a session (and so a process group)
 of its own, with ABREAST_DEPLOYMENT, ABREAST_STEP, ABREAST_TARGET (empty for a server
-step) and ABREAST_ATTEMPT added to the environment. Output (stdout and stderr merged)
-is streamed line by line. Exit status 0 is success. When cancelled (a timeout or a
-cancelled deployment) the whole process group gets SIGTERM, then SIGKILL after a grace
-period, so nothing the command started is left behind.
+step) and ABREAST_ATTEMPT added to the environment; stdin is /dev/null. Output (stdout
+and stderr merged) is streamed line by line. Exit status 0 is success. When cancelled
+(a timeout or a cancelled deployment) the whole process group gets SIGTERM, then
+SIGKILL after a grace period, so nothing the command started is left behind.
+
+Two ways to start the shell, same result:
+- `os.posix_spawn` straight from the event loop when the orchestrator already works in
+  the scenario's folder (`abreast run` moves there) and the kernel has pidfds: a vfork
+  and an exec, no thread. This is what makes thousands of short commands cheap.
+- otherwise `trio.lowlevel.open_process` (subprocess.Popen in a worker thread), which
+  can set the folder itself.
 """
 
 from __future__ import annotations
@@ -27,15 +34,87 @@ class LocalAdapter:
     def __init__(self, grace: float = GRACE_SECONDS, shell: str = "/bin/sh"):
         self.grace = grace
         self.shell = shell
+        self._environment = dict(os.environ)  # read once: os.environ is slow to copy
+        self._fast = hasattr(os, "posix_spawn") and hasattr(os, "pidfd_open")
 
     async def run(self, request: ExecutionRequest, output: OutputSink) -> AttemptResult:
         command = request.step.run
         if command is None:
             return AttemptResult("succeeded")  # a step without `run` succeeds at once
-        env = {**os.environ, **request.environment}
+        env = self._environment | request.environment
+        argv = [self.shell, "-c", command]
+        if self._fast and os.getcwd() == str(request.workdir):
+            return await self._run_spawned(argv, env, output)
+        return await self._run_popen(argv, env, request, output)
+
+    # -- posix_spawn + pidfd ------------------------------------------------------------
+
+    async def _run_spawned(self, argv: list[str], env: dict[str, str], output: OutputSink) -> AttemptResult:
+        r, w = os.pipe()
+        try:
+            pid = os.posix_spawn(
+                argv[0],
+                argv,
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, w, 1),
+                    (os.POSIX_SPAWN_DUP2, w, 2),
+                ],
+                setsid=True,
+            )
+        except OSError as e:
+            os.close(r)
+            return AttemptResult("failed", None, f"cannot start {self.shell}: {e}")
+        finally:
+            os.close(w)
+        stream = trio.lowlevel.FdStream(r)
+        pidfd = -1
+        try:
+            await _pump(stream, output)
+            # End of output almost always means the shell has exited: reap it without
+            # waiting; only a shell that closed its output early needs watching.
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if not done:
+                pidfd = os.pidfd_open(pid)
+                await trio.lowlevel.wait_readable(pidfd)
+                _, status = os.waitpid(pid, 0)
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True):
+                if pidfd < 0:
+                    pidfd = _pidfd(pid)
+                await self._stop(pid, pidfd)
+            raise
+        finally:
+            await trio.aclose_forcefully(stream)
+            if pidfd >= 0:
+                os.close(pidfd)
+        return _result(os.waitstatus_to_exitcode(status))
+
+    async def _stop(self, pid: int, pidfd: int) -> None:
+        """TERM the process group, KILL it after the grace period, then reap the shell."""
+        _killpg(pid, signal.SIGTERM)
+        with trio.move_on_after(self.grace) as grace:
+            if pidfd >= 0:
+                await trio.lowlevel.wait_readable(pidfd)
+        if grace.cancelled_caught or pidfd < 0:
+            _killpg(pid, signal.SIGKILL)
+            if pidfd >= 0:
+                await trio.lowlevel.wait_readable(pidfd)
+        _killpg(pid, signal.SIGKILL)  # whatever the shell left in its group
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+    # -- subprocess.Popen (any folder) --------------------------------------------------------
+
+    async def _run_popen(
+        self, argv: list[str], env: dict[str, str], request: ExecutionRequest, output: OutputSink
+    ) -> AttemptResult:
         try:
             proc = await trio.lowlevel.open_process(
-                [self.shell, "-c", command],
+                argv,
                 cwd=request.workdir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -50,31 +129,37 @@ class LocalAdapter:
             code = await proc.wait()
         except trio.Cancelled:
             with trio.CancelScope(shield=True):
-                await self._stop(proc)
+                _killpg(proc.pid, signal.SIGTERM)
+                with trio.move_on_after(self.grace):
+                    await proc.wait()
+                _killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
             raise
         finally:
             if proc.stdout is not None:
                 await trio.aclose_forcefully(proc.stdout)
-        if code == 0:
-            return AttemptResult("succeeded", 0)
-        if code < 0:
-            return AttemptResult("failed", code, f"killed by signal {signal.Signals(-code).name}")
-        return AttemptResult("failed", code, f"exit status {code}")
+        return _result(code)
 
-    async def _stop(self, proc: trio.Process) -> None:
-        """TERM the process group, then KILL it if it has not gone after the grace period."""
-        _killpg(proc.pid, signal.SIGTERM)
-        with trio.move_on_after(self.grace):
-            await proc.wait()
-            return
-        _killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
+
+def _pidfd(pid: int) -> int:
+    try:
+        return os.pidfd_open(pid)
+    except OSError:  # already reaped
+        return -1
+
+
+def _result(code: int) -> AttemptResult:
+    if code == 0:
+        return AttemptResult("succeeded", 0)
+    if code < 0:
+        return AttemptResult("failed", code, f"killed by signal {signal.Signals(-code).name}")
+    return AttemptResult("failed", code, f"exit status {code}")
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:
     try:
         os.killpg(pgid, sig)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
 
 

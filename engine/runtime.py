@@ -68,6 +68,8 @@ class Runtime:
         resume_at: float = 0.0,
         options: dict | None = None,
         time_scale: float = 1.0,
+        gather: float = INSTANT,
+        threaded_writes: bool = False,
     ):
         """`resume_at`: the `at` this run starts from (0 for a new deployment; on resume,
         where the log left off)."""
@@ -80,11 +82,14 @@ class Runtime:
         self.resume_at = resume_at
         self.options = options
         self.scale = time_scale
+        self.gather = gather
+        self.threaded_writes = threaded_writes
         self._t0 = 0.0
         self._last_at = resume_at
         self._instant = resume_at  # when the current batch's instant began
         self._scopes: dict[tuple[int, int], trio.CancelScope] = {}
         self._wait_scope: trio.CancelScope | None = None
+        self._cancel_requested = False
         self._send, self._recv = trio.open_memory_channel[Completion](math.inf)
         self._nursery: trio.Nursery | None = None
 
@@ -100,9 +105,9 @@ class Runtime:
                 nursery.start_soon(self._watch_signals)
             now, wall = self._now(), self.wall_clock()
             if not core.started:
-                self._commit(core.begin(now, wall, self.options))
+                await self._commit(core.begin(now, wall, self.options))
             else:
-                self._commit(core.interrupt_running(now, wall) + core.advance(now, wall))
+                await self._commit(core.interrupt_running(now, wall) + core.advance(now, wall))
             self._launch()
             while not core.done:
                 batch = await self._wait()
@@ -114,11 +119,15 @@ class Runtime:
                     at = max(c.at, self._last_at)
                     events += core.finish(c.step, c.k, c.attempt, c.outcome, at, c.exit_code, c.error, wall)
                     self._last_at = at
-                if lines:
-                    self.store.add_output(lines)
                 self._last_at = max(self._instant, self._last_at)
+                cancelling = self._cancel_requested and not core.cancelling
+                if cancelling:
+                    events += core.cancel(self._last_at, wall)
                 events += core.advance(self._last_at, wall)
-                self._commit(events)
+                await self._commit(events, lines)
+                if cancelling:
+                    for scope in list(self._scopes.values()):
+                        scope.cancel()
                 self._launch()
             nursery.cancel_scope.cancel()  # the signal watcher, if any
         assert core.outcome is not None
@@ -128,6 +137,9 @@ class Runtime:
         """Block until something completes or a retry delay runs out; then take every
         completion that is in (those woken at the same instant report before we look)."""
         batch: list[Completion] = []
+        if self._cancel_requested and not self.core.cancelling:
+            self._instant = self._now()
+            return batch
         wake = self.core.next_wakeup()
         deadline = self._t0 + wake / self.scale if wake is not None else math.inf
         with trio.CancelScope(deadline=deadline) as scope:
@@ -141,13 +153,15 @@ class Runtime:
             # (t0 + wake) - t0 says, or the pass would not see the retry as due.
             self._instant = max(self._last_at, wake)
         else:
-            self._instant = self._now()  # woken by cancel()
+            self._instant = self._now()  # woken by cancel(): no need to gather
+            return batch
         # Times are kept to 1e-9 s: whatever else ends within that instant (a timeout at
         # the same time as a retry, float noise between two equal durations) belongs to
         # this batch, as it does in the simulator. In real time this costs a checkpoint.
-        with trio.move_on_at(trio.current_time() + INSTANT / self.scale):
-            while True:
-                batch.append(await self._recv.receive())
+        if self.gather > 0:
+            with trio.move_on_at(trio.current_time() + self.gather / self.scale):
+                while True:
+                    batch.append(await self._recv.receive())
         while True:
             try:
                 batch.append(self._recv.receive_nowait())
@@ -159,12 +173,28 @@ class Runtime:
         self._last_at = now
         return now
 
-    def _commit(self, events: list[Event]) -> None:
-        """Persist first: nothing the events name happens before they are stored."""
-        if events:
-            self.store.append(events)
-            if self.on_events is not None:
-                self.on_events(events)
+    async def _commit(self, events: list[Event], lines: list[OutputLine] | None = None) -> None:
+        """Persist first: nothing the events name happens before they are stored.
+
+        A store that blocks (a SQLite file) writes in a worker thread: meanwhile the other
+        tasks go on, and whatever completes waits for the next batch, so a busy
+        deployment commits in bigger batches by itself (group commit)."""
+        if not events and not lines:
+            return
+        store = self.store
+
+        def write() -> None:
+            if lines:
+                store.add_output(lines)
+            if events:
+                store.append(events)
+
+        if self.threaded_writes and getattr(store, "blocking", False):
+            await trio.to_thread.run_sync(write)
+        else:
+            write()
+        if events and self.on_events is not None:
+            self.on_events(events)
 
     def _launch(self) -> None:
         assert self._nursery is not None
@@ -175,16 +205,11 @@ class Runtime:
     # ----------------------------------------------------------------- cancellation
 
     def cancel(self) -> None:
-        """Cancel the deployment (idempotent)."""
-        core = self.core
-        if core.done or core.cancelling:
-            return
-        now, wall = self._now(), self.wall_clock()
-        self._commit(core.cancel(now, wall))
-        for scope in list(self._scopes.values()):
-            scope.cancel()
+        """Ask for the deployment to be cancelled (idempotent). The main task records it,
+        commits, and then cancels the running executions: only it touches the core."""
+        self._cancel_requested = True
         if self._wait_scope is not None:
-            self._wait_scope.cancel()  # wake the loop: the deployment may be over already
+            self._wait_scope.cancel()  # wake the loop now
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -21,10 +21,12 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
-import sqlite_utils
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 from engine.events import AnyEvent, DeploymentFinished, DeploymentStarted, Event, decode, encode
 
@@ -79,6 +81,8 @@ class EventStore(Protocol):
 
     def summary(self, deployment: str) -> DeploymentSummary | None: ...
 
+    def exists(self, deployment: str) -> bool: ...
+
     def add_output(self, lines: Sequence[OutputLine]) -> None: ...
 
     def output(self, deployment: str, step: str | None = None, target: str | None = None) -> list[OutputLine]: ...
@@ -123,6 +127,8 @@ def _project(summary: dict[str, dict], ev: Event) -> None:
 class MemoryStore:
     """The in-memory twin of `SqliteStore`: same contract, nothing on disk."""
 
+    blocking = False  # appends are instant: the runtime calls them in its own thread
+
     def __init__(self) -> None:
         self._events: dict[str, list[AnyEvent]] = {}
         self._summaries: dict[str, dict] = {}
@@ -151,6 +157,9 @@ class MemoryStore:
     def summary(self, deployment: str) -> DeploymentSummary | None:
         row = self._summaries.get(deployment)
         return DeploymentSummary(**row) if row else None
+
+    def exists(self, deployment: str) -> bool:
+        return deployment in self._events
 
     def add_output(self, lines: Sequence[OutputLine]) -> None:
         self._output.extend(lines)
@@ -212,16 +221,22 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 class SqliteStore:
     """Events in a SQLite file (WAL mode, synchronous=NORMAL: a committed append survives
-    the orchestrator being killed; only a power loss can take the last ones)."""
+    the orchestrator being killed; only a power loss can take the last ones).
+
+    One connection, used by one thread at a time (the runtime serializes its writes)."""
+
+    blocking = True  # the runtime writes from a worker thread
 
     def __init__(self, path: str | Path, migrate_to: int = SCHEMA_VERSION):
         self.path = Path(path)
+        self._known: dict[str, dict] = {}  # the projection rows of the streams this writer appended to
+        self._db: sqlite_utils.Database | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0, check_same_thread=False)
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"{self.path}: cannot open the event store: {e}") from None
-        self.db = sqlite_utils.Database(conn)
+        self.conn = conn
         try:
             conn.execute("PRAGMA busy_timeout=30000")
             # Two orchestrators opening a new file at once race to switch it to WAL;
@@ -244,11 +259,20 @@ class SqliteStore:
             raise StoreError(f"{self.path}: not an abreast event store: {e}") from None
 
     @property
+    def db(self) -> sqlite_utils.Database:
+        """The sqlite-utils view of the same connection, for queries (made when first used)."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn)
+        return self._db
+
+    @property
     def version(self) -> int:
-        return self.db.conn.execute("PRAGMA user_version").fetchone()[0]
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
 
     def _migrate(self, target: int) -> None:
-        conn = self.db.conn
+        conn = self.conn
         conn.execute("BEGIN IMMEDIATE")  # one migrator at a time
         try:
             current = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -267,65 +291,76 @@ class SqliteStore:
     def append(self, events: Sequence[Event]) -> None:
         if not events:
             return
-        conn = self.db.conn
+        conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            deployments = {ev.deployment for ev in events}
-            last = {}
+            # A writer remembers where its streams stood; if another writer has moved
+            # one since, the primary key refuses our rows and nothing is written.
             summaries: dict[str, dict] = {}
-            for d in deployments:
-                last[d] = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE deployment = ?", (d,)).fetchone()[0]
-                row = conn.execute(
-                    "SELECT id, scenario, status, started, finished, events FROM deployments WHERE id = ?", (d,)
-                ).fetchone()
-                if row:
-                    summaries[d] = dict(zip(("id", "scenario", "status", "started", "finished", "events"), row, strict=True))
-            _check_batch(events, dict(last))
+            for d in {ev.deployment for ev in events}:
+                row = self._known.get(d)
+                if row is None:
+                    found = conn.execute(self._SUMMARY + " WHERE id = ?", (d,)).fetchone()
+                    row = dict(zip(("id", "scenario", "status", "started", "finished", "events"), found, strict=True)) if found else None
+                if row is not None:
+                    summaries[d] = dict(row)
+            _check_batch(events, {d: row["events"] for d, row in summaries.items()})
             for ev in events:
                 _project(summaries, ev)
             conn.executemany(
                 "INSERT INTO events (deployment, seq, type, at, wall, body) VALUES (?, ?, ?, ?, ?, ?)",
                 [(ev.deployment, ev.seq, ev.__struct_config__.tag, ev.at, ev.wall, encode(ev).decode()) for ev in events],
             )
-            conn.executemany(
-                "INSERT INTO deployments (id, scenario, status, started, finished, events, created) "
-                "VALUES (:id, :scenario, :status, :started, :finished, :events, "
-                "(SELECT COALESCE(MAX(created), 0) + 1 FROM deployments)) "
-                "ON CONFLICT (id) DO UPDATE SET status = :status, finished = :finished, events = :events",
-                list(summaries.values()),
-            )
+            # The projection row changes only when a deployment starts or ends; the
+            # event count is read from the events themselves (their primary key).
+            changed = {ev.deployment for ev in events if type(ev) is DeploymentStarted or type(ev) is DeploymentFinished}
+            if changed:
+                conn.executemany(
+                    "INSERT INTO deployments (id, scenario, status, started, finished, events, created) "
+                    "VALUES (:id, :scenario, :status, :started, :finished, :events, "
+                    "(SELECT COALESCE(MAX(created), 0) + 1 FROM deployments)) "
+                    "ON CONFLICT (id) DO UPDATE SET status = :status, finished = :finished, events = :events",
+                    [summaries[d] for d in changed],
+                )
             conn.execute("COMMIT")
+            self._known.update(summaries)
         except sqlite3.IntegrityError:
             conn.execute("ROLLBACK")
+            self._known.clear()
             d = events[0].deployment
             raise ConcurrencyError(
                 f"deployment {d!r}: seq {events[0].seq} is already recorded (is another orchestrator writing this deployment?)"
             ) from None
         except BaseException:
             conn.execute("ROLLBACK")
+            self._known.clear()
             raise
 
     def read(self, deployment: str, after: int = 0) -> list[AnyEvent]:
-        rows = self.db.conn.execute(
+        rows = self.conn.execute(
             "SELECT body FROM events WHERE deployment = ? AND seq > ? ORDER BY seq", (deployment, after)
         ).fetchall()
         return [decode(body) for (body,) in rows]
 
+    _SUMMARY = (
+        "SELECT id, scenario, status, started, finished, "
+        "(SELECT COALESCE(MAX(seq), 0) FROM events WHERE events.deployment = deployments.id) AS events FROM deployments"
+    )
+
     def deployments(self) -> list[DeploymentSummary]:
-        return [DeploymentSummary(**row) for row in self.db.query(
-            "SELECT id, scenario, status, started, finished, events FROM deployments ORDER BY created DESC"
-        )]
+        return [DeploymentSummary(**row) for row in self.db.query(self._SUMMARY + " ORDER BY created DESC")]
 
     def summary(self, deployment: str) -> DeploymentSummary | None:
-        rows = list(self.db.query(
-            "SELECT id, scenario, status, started, finished, events FROM deployments WHERE id = ?", [deployment]
-        ))
+        rows = list(self.db.query(self._SUMMARY + " WHERE id = ?", [deployment]))
         return DeploymentSummary(**rows[0]) if rows else None
+
+    def exists(self, deployment: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM events WHERE deployment = ? LIMIT 1", (deployment,)).fetchone() is not None
 
     def add_output(self, lines: Sequence[OutputLine]) -> None:
         if not lines:
             return
-        conn = self.db.conn
+        conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany(
@@ -347,10 +382,10 @@ class SqliteStore:
             sql += " AND target = ?"
             params.append(target)
         sql += " ORDER BY rowid"
-        return [OutputLine(*row) for row in self.db.conn.execute(sql, params)]
+        return [OutputLine(*row) for row in self.conn.execute(sql, params)]
 
     def close(self) -> None:
-        self.db.conn.close()
+        self.conn.close()
 
 
 def open_store(path: str | Path | None) -> SqliteStore:

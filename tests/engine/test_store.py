@@ -96,7 +96,7 @@ def test_output_lines_are_kept_per_execution(store):
 
 def test_the_file_is_in_wal_mode_with_the_current_schema(tmp_path):
     s = SqliteStore(tmp_path / "x.db")
-    assert s.db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert s.version == SCHEMA_VERSION
     s.close()
 
@@ -106,11 +106,11 @@ def test_a_version_1_database_is_migrated_and_keeps_its_events(tmp_path):
     old = SqliteStore(path, migrate_to=1)
     assert old.version == 1
     # Version 1 had no event count and no output table; write as version 1 did.
-    old.db.conn.execute(
+    old.conn.execute(
         "INSERT INTO events VALUES ('d1', 1, 'deployment.started', 0.0, NULL, ?)",
         ('{"type":"deployment.started","deployment":"d1","seq":1,"at":0.0,"scenario":"old","plan":{},"policy":{}}',),
     )
-    old.db.conn.execute("INSERT INTO deployments VALUES ('d1', 'old', 'running', NULL, NULL)")
+    old.conn.execute("INSERT INTO deployments VALUES ('d1', 'old', 'running', NULL, NULL)")
     old.close()
     new = SqliteStore(path)
     assert new.version == SCHEMA_VERSION == len(MIGRATIONS)
@@ -164,3 +164,9 @@ def test_two_processes_append_to_one_file_at_once(tmp_path):
     for d in ("left", "right"):
         assert [e.seq for e in s.read(d)] == list(range(1, 301))
     s.close()
+
+
+def test_exists_tells_whether_a_stream_has_events(store):
+    assert not store.exists("d1")
+    store.append([started("d1")])
+    assert store.exists("d1") and not store.exists("d2")
