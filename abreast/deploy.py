@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import sys
@@ -67,10 +68,10 @@ def _drive(core, store, plan, options: dict, log_format: LogFormat, verbose: boo
         adapter_for = adapters_for(plan, options.get("dry_run", False), options.get("speed", 1.0), options.get("seed", 0))
     except MissingDuration as e:
         bad_input(f"{plan.source}: {e} (a dry run sleeps each execution's simulated duration)")
-    log = configure_logging(log_format.value, verbose, quiet)
-    log_events = event_logger(log, log_level(verbose, quiet))
     live = LiveView(core) if (sys.stderr.isatty() and not quiet and log_format is LogFormat.console) else None
+    level = log_level(verbose, quiet)
     last_draw = 0.0
+    log_events = None
 
     def on_events(events) -> None:  # noqa: ANN001
         nonlocal last_draw
@@ -94,10 +95,25 @@ def _drive(core, store, plan, options: dict, log_format: LogFormat, verbose: boo
         core, store, adapter_for, workdir, on_events=on_events, resume_at=resume_at, options=options,
         time_scale=scale, gather=INSTANT if options.get("dry_run", False) else 0.0,
     )
-    if live is not None:
-        with live:
-            return trio.run(runtime.run, True)
-    return trio.run(runtime.run, True)
+    if live is None:
+        log_events = event_logger(configure_logging(log_format.value, verbose, quiet), level)
+        return _finish(trio.run(runtime.run, True), core, quiet)
+    with live:
+        # Configured inside the live view, logs go through its console (above the view).
+        # With the view showing progress, only warnings and errors are logged.
+        log_events = event_logger(configure_logging(log_format.value, verbose, quiet=not verbose), max(level, logging.WARNING) if not verbose else level)
+        outcome = trio.run(runtime.run, True)
+    return _finish(outcome, core, quiet)
+
+
+def _finish(outcome: str, core, quiet: bool) -> str:  # noqa: ANN001
+    """One closing line on stderr for people; scripts read the exit code."""
+    if not quiet:
+        from abreast.render import seconds
+
+        at = core.finished_event.at if core.finished_event is not None else None
+        typer.echo(f"deployment {core.deployment} {outcome} after {seconds(at)}", err=True)
+    return outcome
 
 
 @app.command(

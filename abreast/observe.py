@@ -36,7 +36,7 @@ def configure_logging(fmt: str, verbose: bool, quiet: bool) -> structlog.typing.
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),  # the live view's, when it shows
         cache_logger_on_first_use=True,
     )
     return structlog.get_logger("abreast")
