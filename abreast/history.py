@@ -46,11 +46,19 @@ def list_(db: DbOption = None, format: Annotated[Format, typer.Option("--format"
     from abreast import render
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("id", "scenario", "status", "started", "finished", "events"):
-        table.add_column(col, justify="right" if col == "events" else "left")
+    table.add_column("id", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("started (UTC)", no_wrap=True)
+    table.add_column("events", justify="right", no_wrap=True)
+    table.add_column("scenario", overflow="ellipsis", no_wrap=True)
     for r in rows:
-        table.add_row(r.id, r.scenario or "-", render.styled(r.status), r.started or "-", r.finished or "-", str(r.events))
+        table.add_row(r.id, render.styled(r.status), _short(r.started), str(r.events), r.scenario or "-")
     Console().print(table)
+
+
+def _short(wall: str | None) -> str:
+    """2026-11-27T15:31:33.123+00:00 -> 2026-11-27 15:31:33"""
+    return wall[:19].replace("T", " ") if wall else "-"
 
 
 @history.command(epilog="Example:\n\n  abreast history show 20261127-101500-3fa2c1 --format json")
