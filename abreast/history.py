@@ -45,12 +45,12 @@ def list_(db: DbOption = None, format: Annotated[Format, typer.Option("--format"
 
     from abreast import render
 
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    table.add_column("id", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("started (UTC)", no_wrap=True)
-    table.add_column("events", justify="right", no_wrap=True)
-    table.add_column("scenario", overflow="ellipsis", no_wrap=True)
+    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1))
+    table.add_column("id", no_wrap=True, min_width=max(len(r.id) for r in rows))
+    table.add_column("status", no_wrap=True, min_width=9)
+    table.add_column("started (UTC)", no_wrap=True, min_width=19)
+    table.add_column("events", justify="right", no_wrap=True, min_width=6)
+    table.add_column("scenario", overflow="ellipsis", no_wrap=True, ratio=1)
     for r in rows:
         table.add_row(r.id, render.styled(r.status), _short(r.started), str(r.events), r.scenario or "-")
     Console().print(table)
