@@ -159,3 +159,61 @@ def bar(start: float | None, end: float | None, total: float, width: int, style:
         text.append("█" if busy is None or busy[i] else "░", style=style)
     text.append("·" * (width - b), style="dim")
     return text
+
+
+def with_status(message: str, work, enabled: bool = True):  # noqa: ANN001, ANN201
+    """Run `work()` under a spinner on stderr (a terminal only)."""
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:
+        return work()
+    with console.status(message):
+        return work()
+
+
+def grid_size(axes) -> int:  # noqa: ANN001
+    n = 1
+    for a in axes:
+        n *= len(a.values)
+    return n
+
+
+def whatif_table(rows, axes, runs: int | None, console: Console | None = None) -> None:  # noqa: ANN001
+    """One row per combination; the best one marked ★, anomalies flagged ⚠."""
+    console = console or Console()
+    measure = (lambda r: r.p50) if runs else (lambda r: r.makespan)
+    best = min(range(len(rows)), key=lambda i: (measure(rows[i]), i)) if rows else None
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("")
+    for a in axes:
+        table.add_column(a.key, overflow="fold")
+    table.add_column("makespan", justify="right")
+    if runs:
+        for col in ("p50", "p90", "p95", "max"):
+            table.add_column(col, justify="right")
+    table.add_column("saved", justify="right")
+    table.add_column("vs written", justify="right")
+    table.add_column("")
+    for i, r in enumerate(rows):
+        cells = ["★" if i == best else ""]
+        cells += [str(r.settings[a.key]) for a in axes]
+        cells.append(seconds(r.makespan))
+        if runs:
+            cells += [seconds(r.p50), seconds(r.p90), seconds(r.p95), seconds(r.max)]
+        pct = 100 * r.savings / r.sequential_makespan if r.sequential_makespan else 0.0
+        cells += [f"{pct:.0f}%", _signed(r.savings_vs_written)]
+        cells.append(Text(f"⚠ {r.anomaly}", style="yellow") if r.anomaly else Text(""))
+        table.add_row(*cells, style="bold" if i == best else None)
+    console.print(table)
+    console.print(
+        Text("saved: against the same process run one step after another; vs written: - faster, + slower than the scenario as written", style="dim")
+    )
+    if any(r.anomaly for r in rows):
+        console.print(
+            Text("⚠ more parallelism made these rows slower: greedy schedules have anomalies; simulate before you change.", style="yellow")
+        )
+
+
+def _signed(t: float) -> str:
+    if abs(t) < 1e-9:
+        return "±0s"
+    return ("-" if t > 0 else "+") + seconds(abs(t))

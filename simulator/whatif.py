@@ -1,0 +1,209 @@
+"""What-if grids and Monte Carlo: the same scenario under other settings, side by side.
+
+Every row is simulated from the same raw scenario with its overrides applied, and with
+the same seeds, so every row sees the same sampled durations (common random numbers):
+the differences between rows are the settings' alone. Rows come in the order the values
+were given, the first `--set` varying slowest.
+
+With `runs=N`, each row is also simulated under N seeds (seed, seed+1, …) and reports
+the p50, p90, p95 and max of the makespan. The work is spread over the machine's cores
+in forked workers; the result depends only on the seeds, not on how it was spread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from typing import Any
+
+import msgspec
+
+from engine.plan import Plan
+from engine.scenario import ScenarioError, parse_value, resolve, set_field
+from simulator.sim import run, sequential_makespan
+
+
+class Axis(msgspec.Struct, frozen=True):
+    key: str
+    values: tuple[Any, ...]
+
+
+class Row(msgspec.Struct, omit_defaults=True):
+    settings: dict[str, Any]
+    makespan: float
+    sequential_makespan: float
+    savings: float  # against the sequential makespan
+    savings_vs_written: float  # against the scenario as written
+    outcome: str
+    p50: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    max: float | None = None
+    anomaly: str | None = None  # a more parallel setting that is slower than a less parallel one
+
+
+def parse_axes(sets: Sequence[str], file: str = "--set") -> list[Axis]:
+    """`KEY=V1,V2,...` for each --set, in the order given."""
+    axes = []
+    for item in sets:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not text.strip():
+            raise ScenarioError(file, [_problem(f"expected KEY=V1,V2,..., got {item!r}")])
+        values = tuple(parse_value(v.strip()) for v in text.split(","))
+        if any(a.key == key for a in axes):
+            raise ScenarioError(file, [_problem(f"{key!r} is set twice; give all its values in one --set")])
+        axes.append(Axis(key=key, values=values))
+    return axes
+
+
+def _problem(message: str):  # noqa: ANN202
+    from engine.scenario import Problem
+
+    return Problem("--set", message)
+
+
+def combinations(axes: Sequence[Axis]) -> list[dict[str, Any]]:
+    """Every combination, the first axis varying slowest."""
+    return [dict(zip([a.key for a in axes], values, strict=True)) for values in itertools.product(*(a.values for a in axes))]
+
+
+def plan_for(raw: dict, settings: dict[str, Any], file: str) -> Plan:
+    import copy
+
+    doc = copy.deepcopy(raw)
+    for key, value in settings.items():
+        set_field(doc, key, value, file=file)
+    try:
+        return resolve(doc, file=file)
+    except ScenarioError as e:
+        where = ", ".join(f"{k}={v}" for k, v in settings.items())
+        raise ScenarioError(e.file, [msgspec.structs.replace(p, message=f"{p.message} (with {where})") for p in e.problems]) from None
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) by the nearest-rank method: a value that occurred."""
+    if not sorted_values:
+        raise ValueError("no values")
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+# --- Monte Carlo workers (forked: they inherit the plans) ------------------------------
+
+_PLANS: list[Plan] = []
+
+
+def _makespans(task: tuple[int, int, int]) -> list[float]:
+    row, first_seed, count = task
+    plan = _PLANS[row]
+    out = []
+    for seed in range(first_seed, first_seed + count):
+        makespan = run(plan, seed, report=False).makespan
+        assert makespan is not None
+        out.append(makespan)
+    return out
+
+
+def monte_carlo(plans: Sequence[Plan], seed: int, runs: int, workers: int | None = None) -> list[list[float]]:
+    """For each plan, the makespans under seeds seed … seed+runs-1, in seed order."""
+    global _PLANS
+    workers = workers or min(os.cpu_count() or 1, 8)
+    chunk = max(1, math.ceil(runs / (workers * 4)))
+    tasks = [(row, s, min(chunk, seed + runs - s)) for row in range(len(plans)) for s in range(seed, seed + runs, chunk)]
+    _PLANS = list(plans)
+    try:
+        if workers > 1 and hasattr(os, "fork") and runs * len(plans) > 1:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
+                results = list(pool.map(_makespans, tasks))
+        else:
+            results = [_makespans(t) for t in tasks]
+    finally:
+        _PLANS = []
+    out: list[list[float]] = [[] for _ in plans]
+    for (row, _, _), values in zip(tasks, results, strict=True):
+        out[row].extend(values)
+    return out
+
+
+def grid(
+    raw: dict,
+    axes: Sequence[Axis],
+    seed: int = 0,
+    runs: int | None = None,
+    file: str = "<scenario>",
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Row]:
+    """Simulate every combination of the axes (see the module docstring)."""
+    written = resolve(raw, file=file)
+    baseline = run(written, seed, report=False).makespan or 0.0
+    settings_list = combinations(axes)
+    plans = [plan_for(raw, settings, file) for settings in settings_list]
+    rows = []
+    for i, (settings, plan) in enumerate(zip(settings_list, plans, strict=True)):
+        report = run(plan, seed, report=False)
+        makespan = report.makespan or 0.0
+        seq = sequential_makespan(plan, seed)
+        rows.append(
+            Row(
+                settings=settings,
+                makespan=makespan,
+                sequential_makespan=seq,
+                savings=round(seq - makespan, 9),
+                savings_vs_written=round(baseline - makespan, 9),
+                outcome=report.outcome or "?",
+            )
+        )
+        if progress is not None:
+            progress(i + 1, len(plans))
+    if runs:
+        for row, values in zip(rows, monte_carlo(plans, seed, runs), strict=True):
+            values.sort()
+            row.p50, row.p90, row.p95, row.max = (percentile(values, 50), percentile(values, 90), percentile(values, 95), values[-1])
+    mark_anomalies(rows, axes, key=(lambda r: r.p50) if runs else (lambda r: r.makespan))
+    return rows
+
+
+# Which way is "more parallel" for each kind of setting.
+_MORE_PARALLEL = {
+    "target_isolation": ["exclusive", "shared"],
+    "isolation": ["exclusive", "shared"],
+    "start": ["after-previous", "with-previous"],
+    "fail_fast": [True, False],
+}
+
+
+def _rank(key: str, value: Any) -> float | None:
+    field = key.rsplit(".", 1)[-1]
+    if field in _MORE_PARALLEL:
+        order = _MORE_PARALLEL[field]
+        return float(order.index(value)) if value in order else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def mark_anomalies(rows: list[Row], axes: Sequence[Axis], key: Callable[[Row], float | None]) -> None:
+    """Flag a row that is slower than a row differing only in one setting that is less
+    parallel (a larger window, shared instead of exclusive…): greedy schedules do that."""
+    by_settings = {tuple(r.settings.items()): r for r in rows}
+    for row in rows:
+        for axis in axes:
+            mine = _rank(axis.key, row.settings[axis.key])
+            if mine is None:
+                continue
+            for value in axis.values:
+                other_rank = _rank(axis.key, value)
+                if other_rank is None or other_rank >= mine:
+                    continue
+                other = by_settings.get(tuple({**row.settings, axis.key: value}.items()))
+                a, b = key(row), key(other) if other else None
+                if a is not None and b is not None and a > b + 1e-9:
+                    row.anomaly = f"slower than {axis.key}={value} ({a - b:g}s more)"
+                    break
+            if row.anomaly:
+                break
