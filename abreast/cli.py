@@ -69,7 +69,7 @@ def simulate(
         if out is not None:
             out.close()
     if format is Format.json:
-        sys.stdout.buffer.write(render.simulation_json(result, seed))
+        sys.stdout.buffer.write(render.simulation_json(result, seed, plan))
         sys.stdout.buffer.write(b"\n")
     else:
         render.simulation_table(result, plan, seed)

@@ -9,6 +9,7 @@ from rich.text import Text
 
 from engine.plan import Plan
 from engine.report import ExecutionRow, Report
+from simulator.analysis import Bound, Link, critical_path, lower_bound
 from simulator.sim import Outcome
 
 OUTCOME_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "skipped": "dim", None: "blue"}
@@ -21,6 +22,17 @@ class StepJson(msgspec.Struct):
     end: float | None
 
 
+class LinkJson(msgspec.Struct):
+    kind: str
+    start: float
+    end: float
+    duration: float
+    cause: str
+    step: str | None
+    target: str | None
+    attempt: int | None
+
+
 class ReportJson(msgspec.Struct):
     makespan: float | None
     sequential_makespan: float | None
@@ -30,10 +42,19 @@ class ReportJson(msgspec.Struct):
     executions: list[ExecutionRow]
     deployment: str | None = None
     seed: int | None = None
+    lower_bound: Bound | None = None
+    bounds: list[Bound] | None = None
+    critical_path: list[LinkJson] | None = None
 
 
-def report_json(r: Report, sequential: float | None = None, savings: float | None = None, seed: int | None = None) -> bytes:
-    """The JSON of SPEC §4 for a report (simulated or recorded)."""
+def report_json(
+    r: Report,
+    sequential: float | None = None,
+    savings: float | None = None,
+    seed: int | None = None,
+    analysis: Analysis | None = None,
+) -> bytes:
+    """The JSON of SPEC §4 for a report (simulated or recorded), with its analysis."""
     doc = ReportJson(
         makespan=r.makespan,
         sequential_makespan=sequential,
@@ -44,11 +65,28 @@ def report_json(r: Report, sequential: float | None = None, savings: float | Non
         deployment=r.deployment,
         seed=seed,
     )
+    if analysis is not None:
+        doc.lower_bound = analysis.bound
+        doc.bounds = analysis.bounds
+        doc.critical_path = [
+            LinkJson(x.kind, x.start, x.end, round(x.duration, 9), x.cause, x.step, x.target, x.attempt) for x in analysis.path
+        ]
     return msgspec.json.encode(doc)
 
 
-def simulation_json(result: Outcome, seed: int) -> bytes:
-    return report_json(result.report, result.sequential_makespan, result.savings, seed)
+class Analysis(msgspec.Struct):
+    bound: Bound
+    bounds: list[Bound]
+    path: list[Link]
+
+
+def analyse(plan: Plan, r: Report) -> Analysis:
+    bound, bounds = lower_bound(plan, r)
+    return Analysis(bound, bounds, critical_path(plan, r))
+
+
+def simulation_json(result: Outcome, seed: int, plan: Plan) -> bytes:
+    return report_json(result.report, result.sequential_makespan, result.savings, seed, analyse(plan, result.report))
 
 
 def styled(outcome: str | None) -> Text:
@@ -72,7 +110,30 @@ def seconds(t: float | None) -> str:
 
 
 def simulation_table(result: Outcome, plan: Plan, seed: int, console: Console | None = None) -> None:
+    console = console or Console()
     report_table(result.report, title=plan.name or plan.source, sequential=result.sequential_makespan, seed=seed, console=console)
+    analysis_table(analyse(plan, result.report), result.report.makespan or 0.0, console)
+
+
+def analysis_table(a: Analysis, makespan: float, console: Console, limit: int = 30) -> None:
+    """The lower bound and the critical path, for people."""
+    console.print()
+    ratio = f", the makespan is {makespan / a.bound.value:.2f}× that" if a.bound.value > 0 else ""
+    console.print(Text.assemble(("lower bound ", "bold"), f"{seconds(a.bound.value)} ({a.bound.kind}: {a.bound.detail}){ratio}"))
+    links = [x for x in a.path if x.duration > 1e-9 or x.kind == "execution"]
+    console.print(Text("critical path", style="bold"))
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(justify="right", style="dim")
+    table.add_column(justify="right")
+    table.add_column()
+    table.add_column(style="dim")
+    shown = links if len(links) <= limit else links[: limit // 2] + links[-limit // 2 :]
+    for i, x in enumerate(shown):
+        if len(links) > limit and i == limit // 2:
+            table.add_row("…", "", f"({len(links) - limit} more links)", "")
+        what = f"{x.step} @ {x.target or 'server'} #{x.attempt}" if x.kind == "execution" else f"wait: {x.cause}"
+        table.add_row(seconds(x.start), seconds(x.duration), what, x.cause if x.kind == "execution" else "")
+    console.print(table)
 
 
 def report_table(

@@ -29,6 +29,7 @@ class StepRow(msgspec.Struct):
     start: float | None = None
     end: float | None = None
     reason: str | None = None
+    decided: float | None = None  # when it was activated or skipped (start is null for a skip)
 
 
 class ExecutionRow(msgspec.Struct, gc=False):
@@ -73,13 +74,13 @@ class Report:
             row.end = ev.at
             row.outcome = ev.outcome
         elif kind is StepStarted:
-            self.steps[ev.step] = StepRow(name=ev.step, start=ev.at)
+            self.steps[ev.step] = StepRow(name=ev.step, start=ev.at, decided=ev.at)
         elif kind is StepFinished:
             row = self.steps.setdefault(ev.step, StepRow(name=ev.step))
             row.end = ev.at
             row.outcome = ev.outcome
         elif kind is StepSkipped:
-            self.steps[ev.step] = StepRow(name=ev.step, outcome="skipped", reason=ev.reason)
+            self.steps[ev.step] = StepRow(name=ev.step, outcome="skipped", reason=ev.reason, decided=ev.at)
         elif kind is DeploymentStarted:
             self.deployment = ev.deployment
             self.scenario = ev.scenario

@@ -1,0 +1,304 @@
+"""What holds a deployment back: a lower bound on its makespan, and its critical path.
+
+Both read a finished deployment's event log (simulated or real) and its plan.
+
+Lower bound. No schedule of the work this run did can finish sooner than any of:
+- the longest chain of prerequisites, each step weighing its longest execution (its
+  attempts back to back, with the retry delays between them);
+- the busiest target's exclusive work (an exclusive attempt has its target alone);
+- each resource's unit-seconds divided by its capacity;
+- each step's work divided by its window.
+The bound is the largest of these, and we say which one it is.
+
+Critical path. Walking back from the attempt that ended last: why did it start when it
+did? Its step was activated then (and why: a prerequisite ended, or a step slot came
+free), or something it waited for ended then (the lock on its target, a place in its
+step's window, a resource), or its retry delay ran out. Each link is an execution or a
+wait, with its cause; together they cover [0, makespan] without gaps or overlaps, so
+their durations add up to the makespan.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import msgspec
+
+from engine.core import Core
+from engine.plan import Plan
+from engine.report import ExecutionRow, Report
+
+EPS = 1e-9
+
+
+class Bound(msgspec.Struct, frozen=True):
+    value: float
+    kind: str  # chain | target | resource | window
+    detail: str
+
+
+class Link(msgspec.Struct, frozen=True):
+    kind: str  # execution | wait
+    start: float
+    end: float
+    cause: str
+    step: str | None = None
+    target: str | None = None
+    attempt: int | None = None
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+class _Log:
+    """The parts of a finished deployment the analysis needs, indexed: its report's
+    attempts (ExecutionRow: step, target, attempt, start, end, outcome) and step times."""
+
+    def __init__(self, plan: Plan, report: Report):
+        self.plan = plan
+        self.core = Core(plan, "analysis")  # for the prerequisite tables only
+        index = self.core.step_index
+        self.index = index
+        self.activated: dict[int, float] = {}
+        self.terminal: dict[int, float] = {}
+        for row in report.steps.values():
+            s = index[row.name]
+            if row.decided is not None:
+                self.activated[s] = row.decided
+            if row.end is not None:
+                self.terminal[s] = row.end
+            elif row.outcome == "skipped" and row.decided is not None:
+                self.terminal[s] = row.decided
+        self.attempts = [a for a in report.rows if a.end is not None]
+        self.makespan = report.makespan if report.makespan is not None else max((a.end for a in self.attempts), default=0.0)
+        # Only executions that were retried need their attempts side by side.
+        retried = {(a.step, a.target) for a in self.attempts if a.attempt > 1}
+        self.by_execution: dict[tuple[str, str | None], list] = defaultdict(list)
+        if retried:
+            for a in self.attempts:
+                if (a.step, a.target) in retried:
+                    self.by_execution[(a.step, a.target)].append(a)
+
+    def prerequisites(self, s: int) -> list[int]:
+        explicit = self.core.prereq_explicit[s]
+        if explicit is not None:
+            return list(explicit)
+        k = self.core.prereq_prefix[s]
+        return list(range(k if k is not None else 0))
+
+
+# --- the lower bound ---------------------------------------------------------------------
+
+
+def lower_bound(plan: Plan, report: Report) -> tuple[Bound, list[Bound]]:
+    """The best lower bound on the makespan and every candidate, largest first."""
+    log = _Log(plan, report)
+    index = log.index
+    steps = plan.steps
+    n = len(steps)
+    weight = [0.0] * n
+    for a in log.attempts:
+        if a.attempt == 1 and (a.step, a.target) not in log.by_execution:
+            s = index[a.step]
+            weight[s] = max(weight[s], a.end - a.start)
+    for (name, _), attempts in log.by_execution.items():
+        s = index[name]
+        span = sum(a.end - a.start for a in attempts) + steps[s].retry_delay * (len(attempts) - 1)
+        weight[s] = max(weight[s], span)
+    # Longest chain: prerequisites come earlier in the file, so one forward sweep.
+    longest = [0.0] * n
+    via: list[int | None] = [None] * n
+    for s in range(n):
+        best, best_p = 0.0, None
+        for p in log.prerequisites(s):
+            if longest[p] > best:
+                best, best_p = longest[p], p
+        longest[s] = best + weight[s]
+        via[s] = best_p
+    candidates: list[Bound] = []
+    if n:
+        end = max(range(n), key=lambda s: (longest[s], -s))
+        chain = []
+        s: int | None = end
+        while s is not None:
+            if weight[s] > 0 or not chain:
+                chain.append(steps[s].name)
+            s = via[s]
+        candidates.append(Bound(round(longest[end], 9), "chain", " → ".join(reversed(chain))))
+    exclusive: dict[str, float] = defaultdict(float)
+    resource: dict[str, float] = defaultdict(float)
+    step_work = [0.0] * n
+    for a in log.attempts:
+        d = a.end - a.start
+        si = index[a.step]
+        step = steps[si]
+        step_work[si] += d
+        if a.target is not None and plan.isolation_of(step) == "exclusive":
+            exclusive[a.target] += d
+        for r, units in step.uses.items():
+            resource[r] += units * d
+    if exclusive:
+        t = max(exclusive, key=lambda k: exclusive[k])
+        candidates.append(Bound(round(exclusive[t], 9), "target", f"{t}: exclusive work"))
+    for r, unit_seconds in resource.items():
+        candidates.append(Bound(round(unit_seconds / plan.resources[r], 9), "resource", f"{r}: {unit_seconds:g} unit-seconds / capacity {plan.resources[r]}"))
+    for s in range(n):
+        if step_work[s] > 0:
+            w = plan.window_of(steps[s])
+            candidates.append(Bound(round(step_work[s] / w, 9), "window", f"{steps[s].name}: {step_work[s]:g}s of work / window {w}"))
+    candidates.sort(key=lambda b: -b.value)
+    best = candidates[0] if candidates else Bound(0.0, "chain", "nothing to run")
+    return best, candidates
+
+
+# --- the critical path -----------------------------------------------------------------------
+
+
+def critical_path(plan: Plan, report: Report) -> list[Link]:
+    """The chain of executions and waits that ends at the makespan (see the docstring)."""
+    log = _Log(plan, report)
+    index = log.index
+    steps = plan.steps
+    ended_at: dict[float, list[ExecutionRow]] = defaultdict(list)
+    for a in log.attempts:
+        ended_at[round(a.end, 9)].append(a)
+    log.ended_at = ended_at
+    terminal_at: dict[float, list[int]] = defaultdict(list)
+    for s, t in log.terminal.items():
+        terminal_at[round(t, 9)].append(s)
+
+    links: list[Link] = []  # backwards
+    if not log.attempts:
+        return [Link("wait", 0.0, log.makespan, "nothing ran")] if log.makespan > 0 else []
+    last = max(log.attempts, key=lambda a: (a.end, a.start))
+    cur: ExecutionRow | int | None = last  # an attempt, or a step index (its activation)
+    while cur is not None:
+        if isinstance(cur, ExecutionRow):
+            a = cur
+            cause, nxt, wait = _why_started(a, log, ended_at)
+            links.append(Link("execution", a.start, a.end, cause, a.step, a.target, a.attempt))
+            if wait is not None:
+                links.append(wait)
+            cur = nxt
+        else:
+            s = cur
+            at = log.activated.get(s, 0.0)
+            if at <= EPS:
+                break
+            cause_link, nxt = _why_activated(s, at, log, ended_at, terminal_at)
+            if cause_link is not None:
+                links.append(cause_link)
+            cur = nxt
+    links.reverse()
+    return _contiguous(_fold_activations(links), log.makespan)
+
+
+def _fold_activations(links: list[Link]) -> list[Link]:
+    """Say why a step's first execution started: the activation's own reason."""
+    out: list[Link] = []
+    for link in links:
+        marker = out[-1] if out else None
+        if (
+            link.kind == "execution"
+            and link.cause == f"step {link.step} activated"
+            and marker is not None
+            and marker.kind == "wait"
+            and marker.duration <= EPS
+            and marker.step == link.step
+        ):
+            out[-1] = msgspec.structs.replace(link, cause=marker.cause.split(": ", 1)[-1])
+        else:
+            out.append(link)
+    if out and out[0].kind == "execution" and out[0].start <= EPS and out[0].cause == f"step {out[0].step} activated":
+        out[0] = msgspec.structs.replace(out[0], cause="started with the deployment")
+    return out
+
+
+def _why_started(a: ExecutionRow, log: _Log, ended_at: dict[float, list[ExecutionRow]]):  # noqa: ANN202
+    """(cause, what to follow next, a wait link to add or None)."""
+    plan = log.plan
+    si = log.index[a.step]
+    step = plan.steps[si]
+    if a.attempt > 1:
+        previous = log.by_execution[(a.step, a.target)][a.attempt - 2]
+        due = previous.end + step.retry_delay
+        if abs(a.start - due) <= EPS:
+            if step.retry_delay > 0:
+                wait = Link("wait", previous.end, a.start, f"retry delay of {step.retry_delay:g}s after attempt {previous.attempt} {previous.outcome}", a.step, a.target)
+                return "retry delay ran out", previous, wait
+            return f"retried at once after attempt {previous.attempt} {previous.outcome}", previous, None
+    activated = log.activated.get(si, 0.0)
+    if abs(a.start - activated) <= EPS and a.attempt == 1:
+        return f"step {a.step} activated", si, None
+    blocker, cause = _blocker(a, log, ended_at)
+    if blocker is not None:
+        return cause, blocker, None
+    # Nothing that ended then explains it (it should not happen): wait from activation.
+    return "started", si, Link("wait", activated, a.start, "waited in its step (cause not recorded)", a.step, a.target)
+
+
+def _blocker(a: ExecutionRow, log: _Log, ended_at: dict[float, list[ExecutionRow]]) -> tuple[ExecutionRow | None, str]:
+    plan = log.plan
+    steps = plan.steps
+    step = steps[log.index[a.step]]
+    candidates = [c for c in ended_at.get(round(a.start, 9), []) if c is not a]
+    if a.target is not None:
+        for c in candidates:
+            other = steps[log.index[c.step]]
+            if c.target == a.target and (plan.isolation_of(step) == "exclusive" or plan.isolation_of(other) == "exclusive"):
+                return c, f"waited for the lock on {a.target} held by {c.step}"
+    for c in candidates:
+        if c.step == a.step:
+            return c, f"waited for a place in {a.step}'s window ({plan.window_of(step)})"
+    for c in candidates:
+        shared = set(step.uses) & set(steps[log.index[c.step]].uses)
+        if shared:
+            return c, f"waited for {', '.join(sorted(shared))} held by {c.step}"
+    if candidates:
+        c = candidates[0]
+        return c, f"waited behind a higher-priority execution until {c.step} ended"
+    return None, ""
+
+
+def _why_activated(s: int, at: float, log: _Log, ended_at, terminal_at):  # noqa: ANN001, ANN202
+    names = [st.name for st in log.plan.steps]
+    prereqs = [p for p in log.prerequisites(s) if abs(log.terminal.get(p, -1.0) - at) <= EPS]
+    if prereqs:
+        p = prereqs[-1]
+        return _enter(p, at, log, f"waited for prerequisite {names[p]}", s, ended_at)
+    others = [q for q in terminal_at.get(round(at, 9), []) if q != s]
+    if others:
+        q = others[-1]
+        return _enter(q, at, log, f"waited for a step slot, freed when {names[q]} ended", s, ended_at)
+    return Link("wait", 0.0, at, f"step {names[s]} waited (cause not recorded)", names[s]), None
+
+
+def ended_at_of(log: _Log, at: float) -> list[ExecutionRow]:
+    return log.ended_at.get(round(at, 9), [])
+
+
+def _enter(p: int, at: float, log: _Log, cause: str, s: int, ended_at) -> tuple:  # noqa: ANN001
+    """Follow step p, which ended at `at`: into its last attempt, or its activation."""
+    names = [st.name for st in log.plan.steps]
+    ending = [a for a in ended_at_of(log, at) if a.step == names[p]]
+    marker = Link("wait", at, at, f"step {names[s]} activated: {cause}", names[s])
+    if ending:
+        return marker, max(ending, key=lambda a: a.start)
+    return marker, p
+
+
+def _contiguous(links: list[Link], makespan: float) -> list[Link]:
+    """Fill any gap so the links cover [0, makespan] exactly (and say so)."""
+    out: list[Link] = []
+    t = 0.0
+    for link in links:
+        if link.start > t + EPS:
+            out.append(Link("wait", t, link.start, "idle (no recorded cause)"))
+        if link.end < t - EPS:
+            continue  # a link that overlaps what is already covered
+        out.append(link)
+        t = max(t, link.end)
+    if makespan > t + EPS:
+        out.append(Link("wait", t, makespan, "steps without executions ended"))
+    return out
