@@ -135,6 +135,38 @@ def whatif(
     raise typer.Exit(EXIT_OK)
 
 
+@app.command(epilog="Examples:\n\n  abreast advise scenarios/db-then-fleets.yaml\n\n  abreast advise deploy.yaml --seed 3 --format json")
+def advise(
+    scenario: Annotated[Path, typer.Argument(help="Scenario file (.yaml, .yml, .toml, .json).")],
+    seed: Annotated[int, typer.Option(help="Seed for sampled durations and failures.")] = 0,
+    top: Annotated[int, typer.Option(help="How many changes to list.")] = 10,
+    format: Annotated[Format, typer.Option("--format", "-f", help="table for people, json for scripts.")] = Format.table,
+) -> None:
+    """Rank single changes (with-previous, depends_on, a bigger window, a lock bypass)
+    by the time they save, and find a good combination of them.
+
+    abreast cannot see hidden dependencies: each change says what it assumed."""
+    from abreast import render
+    from engine.scenario import ScenarioError, read_raw
+    from simulator.advise import advise as run_advice
+    from simulator.durations import MissingDuration
+
+    try:
+        raw = read_raw(scenario)
+        advice = render.with_status("simulating changes", lambda: run_advice(raw, seed=seed, file=str(scenario)), enabled=format is Format.table)
+    except ScenarioError as e:
+        bad_input(f"error: {e}")
+    except MissingDuration as e:
+        bad_input(f"{scenario}: {e}")
+    if format is Format.json:
+        import msgspec
+
+        sys.stdout.buffer.write(msgspec.json.encode(advice) + b"\n")
+    else:
+        render.advice_table(advice, top)
+    raise typer.Exit(EXIT_OK)
+
+
 # The other commands register themselves on `app`.
 from abreast import deploy as _deploy  # noqa: E402,F401
 from abreast import history as _history  # noqa: E402,F401

@@ -278,3 +278,42 @@ def _signed(t: float) -> str:
     if abs(t) < 1e-9:
         return "±0s"
     return ("-" if t > 0 else "+") + seconds(abs(t))
+
+
+def advice_table(advice, top: int, console: Console | None = None) -> None:  # noqa: ANN001
+    console = console or Console()
+    console.print(Text.assemble(("as written ", "bold"), f"{seconds(advice.makespan)}   lower bound {seconds(advice.lower_bound.value)} ({advice.lower_bound.kind}: {advice.lower_bound.detail})"))
+    console.print()
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("saved", justify="right")
+    table.add_column("makespan", justify="right")
+    table.add_column("change")
+    table.add_column("assumes", style="dim")
+    helpful = [c for c in advice.changes if c.saved > 1e-9][:top]
+    for c in helpful:
+        table.add_row(seconds(c.saved), seconds(c.makespan), c.change, c.assumption)
+    if helpful:
+        console.print(table)
+    else:
+        console.print("no single change makes this deployment faster")
+    rest = len(advice.changes) - len(helpful)
+    if rest:
+        console.print(Text(f"{rest} other changes tried saved nothing (or cost time); --format json lists them all", style="dim"))
+    if advice.best:
+        console.print()
+        console.print(Text("best combination found", style="bold"))
+        for c in advice.best:
+            console.print(f"  • {c.change}   (--set '{_set_text(c.settings)}')")
+        gap = advice.best_makespan / advice.best_lower_bound.value if advice.best_lower_bound.value else 1.0
+        console.print(
+            f"  makespan {seconds(advice.best_makespan)} (saves {seconds(advice.makespan - advice.best_makespan)}), "
+            f"lower bound {seconds(advice.best_lower_bound.value)}: {gap:.2f}× the bound"
+        )
+    console.print()
+    console.print(Text(f"⚠ {advice.warning}", style="yellow"))
+
+
+def _set_text(settings: dict) -> str:
+    import json
+
+    return " ".join(f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in settings.items())

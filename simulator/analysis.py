@@ -62,8 +62,11 @@ class _Log:
         self.index = index
         self.activated: dict[int, float] = {}
         self.terminal: dict[int, float] = {}
+        self.skipped: set[int] = set()
         for row in report.steps.values():
             s = index[row.name]
+            if row.outcome == "skipped":
+                self.skipped.add(s)
             if row.decided is not None:
                 self.activated[s] = row.decided
             if row.end is not None:
@@ -263,14 +266,20 @@ def _blocker(a: ExecutionRow, log: _Log, ended_at: dict[float, list[ExecutionRow
 
 def _why_activated(s: int, at: float, log: _Log, ended_at, terminal_at):  # noqa: ANN001, ANN202
     names = [st.name for st in log.plan.steps]
+
+    def ranked(steps: list[int]) -> list[int]:
+        # Prefer a step whose own execution ended then: that is the thing that ran.
+        return sorted(steps, key=lambda p: (any(a.step == names[p] for a in ended_at_of(log, at)), p))
+
     prereqs = [p for p in log.prerequisites(s) if abs(log.terminal.get(p, -1.0) - at) <= EPS]
     if prereqs:
-        p = prereqs[-1]
-        return _enter(p, at, log, f"waited for prerequisite {names[p]}", s, ended_at)
-    others = [q for q in terminal_at.get(round(at, 9), []) if q != s]
+        p = ranked(prereqs)[-1]
+        return _enter(p, at, log, f"waited for prerequisite {names[p]}", s)
+    # Otherwise a step slot came free: only a step that was active held one.
+    others = [q for q in terminal_at.get(round(at, 9), []) if q != s and q not in log.skipped]
     if others:
-        q = others[-1]
-        return _enter(q, at, log, f"waited for a step slot, freed when {names[q]} ended", s, ended_at)
+        q = ranked(others)[-1]
+        return _enter(q, at, log, f"waited for a step slot, freed when {names[q]} ended", s)
     return Link("wait", 0.0, at, f"step {names[s]} waited (cause not recorded)", names[s]), None
 
 
@@ -278,13 +287,22 @@ def ended_at_of(log: _Log, at: float) -> list[ExecutionRow]:
     return log.ended_at.get(round(at, 9), [])
 
 
-def _enter(p: int, at: float, log: _Log, cause: str, s: int, ended_at) -> tuple:  # noqa: ANN001
-    """Follow step p, which ended at `at`: into its last attempt, or its activation."""
+def _enter(p: int, at: float, log: _Log, cause: str, s: int) -> tuple:
+    """Follow step p, which ended at `at`: into its last attempt; or, if it was stopped
+    then without one of its own ending (fail_fast), into the attempt that stopped it;
+    or into its activation (a skipped or empty step)."""
     names = [st.name for st in log.plan.steps]
-    ending = [a for a in ended_at_of(log, at) if a.step == names[p]]
     marker = Link("wait", at, at, f"step {names[s]} activated: {cause}", names[s])
-    if ending:
-        return marker, max(ending, key=lambda a: a.start)
+    ending = ended_at_of(log, at)
+    own = [a for a in ending if a.step == names[p]]
+    if own:
+        return marker, max(own, key=lambda a: a.start)
+    if p not in log.skipped and log.activated.get(p, at) < at - EPS:
+        failed = [a for a in ending if a.outcome in ("failed", "timed_out")]
+        if failed:
+            stopper = max(failed, key=lambda a: a.start)
+            marker = Link("wait", at, at, f"step {names[s]} activated: {cause} (stopped when {stopper.step} failed)", names[s])
+            return marker, stopper
     return marker, p
 
 

@@ -112,7 +112,7 @@ def _makespans(task: tuple[int, int, int]) -> list[float]:
 def monte_carlo(plans: Sequence[Plan], seed: int, runs: int, workers: int | None = None) -> list[list[float]]:
     """For each plan, the makespans under seeds seed … seed+runs-1, in seed order."""
     global _PLANS
-    workers = workers or min(os.cpu_count() or 1, 8)
+    workers = workers or int(os.environ.get("ABREAST_WORKERS", "0")) or min(os.cpu_count() or 1, 8)
     chunk = max(1, math.ceil(runs / (workers * 4)))
     tasks = [(row, s, min(chunk, seed + runs - s)) for row in range(len(plans)) for s in range(seed, seed + runs, chunk)]
     _PLANS = list(plans)
