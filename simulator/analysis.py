@@ -20,6 +20,7 @@ their durations add up to the makespan.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 
 import msgspec
@@ -101,24 +102,35 @@ def lower_bound(plan: Plan, report: Report) -> tuple[Bound, list[Bound]]:
     steps = plan.steps
     n = len(steps)
     weight = [0.0] * n
+    retried = log.by_execution
     for a in log.attempts:
-        if a.attempt == 1 and (a.step, a.target) not in log.by_execution:
+        if a.attempt == 1 and (not retried or (a.step, a.target) not in retried):
             s = index[a.step]
-            weight[s] = max(weight[s], a.end - a.start)
+            d = a.end - a.start
+            if d > weight[s]:
+                weight[s] = d
     for (name, _), attempts in log.by_execution.items():
         s = index[name]
         span = sum(a.end - a.start for a in attempts) + steps[s].retry_delay * (len(attempts) - 1)
         weight[s] = max(weight[s], span)
-    # Longest chain: prerequisites come earlier in the file, so one forward sweep.
+    # Longest chain: prerequisites come earlier in the file, so one forward sweep. A
+    # barrier's prerequisites are "every step before k": keep a running best for those.
     longest = [0.0] * n
     via: list[int | None] = [None] * n
+    prefix_best: list[tuple[float, int | None]] = [(0.0, None)]  # best over steps < k
     for s in range(n):
-        best, best_p = 0.0, None
-        for p in log.prerequisites(s):
-            if longest[p] > best:
-                best, best_p = longest[p], p
+        explicit = log.core.prereq_explicit[s]
+        if explicit is None:
+            best, best_p = prefix_best[log.core.prereq_prefix[s] or 0]
+        else:
+            best, best_p = 0.0, None
+            for p in explicit:
+                if longest[p] > best:
+                    best, best_p = longest[p], p
         longest[s] = best + weight[s]
         via[s] = best_p
+        prev = prefix_best[-1]
+        prefix_best.append((longest[s], s) if longest[s] > prev[0] else prev)
     candidates: list[Bound] = []
     if n:
         end = max(range(n), key=lambda s: (longest[s], -s))
@@ -128,18 +140,22 @@ def lower_bound(plan: Plan, report: Report) -> tuple[Bound, list[Bound]]:
             if weight[s] > 0 or not chain:
                 chain.append(steps[s].name)
             s = via[s]
-        candidates.append(Bound(round(longest[end], 9), "chain", " → ".join(reversed(chain))))
+        chain.reverse()
+        if len(chain) > 8:
+            chain = [*chain[:3], f"… {len(chain) - 6} more …", *chain[-3:]]
+        candidates.append(Bound(round(longest[end], 9), "chain", " → ".join(chain)))
     exclusive: dict[str, float] = defaultdict(float)
     resource: dict[str, float] = defaultdict(float)
     step_work = [0.0] * n
+    exclusive_step = {st.name: plan.isolation_of(st) == "exclusive" for st in steps}
+    uses = {st.name: list(st.uses.items()) for st in steps}
     for a in log.attempts:
         d = a.end - a.start
-        si = index[a.step]
-        step = steps[si]
-        step_work[si] += d
-        if a.target is not None and plan.isolation_of(step) == "exclusive":
+        name = a.step
+        step_work[index[name]] += d
+        if a.target is not None and exclusive_step[name]:
             exclusive[a.target] += d
-        for r, units in step.uses.items():
+        for r, units in uses[name]:
             resource[r] += units * d
     if exclusive:
         t = max(exclusive, key=lambda k: exclusive[k])
@@ -163,9 +179,7 @@ def critical_path(plan: Plan, report: Report) -> list[Link]:
     log = _Log(plan, report)
     index = log.index
     steps = plan.steps
-    ended_at: dict[float, list[ExecutionRow]] = defaultdict(list)
-    for a in log.attempts:
-        ended_at[round(a.end, 9)].append(a)
+    ended_at = _EndIndex(log.attempts)
     log.ended_at = ended_at
     terminal_at: dict[float, list[int]] = defaultdict(list)
     for s, t in log.terminal.items():
@@ -218,7 +232,24 @@ def _fold_activations(links: list[Link]) -> list[Link]:
     return out
 
 
-def _why_started(a: ExecutionRow, log: _Log, ended_at: dict[float, list[ExecutionRow]]):  # noqa: ANN202
+class _EndIndex:
+    """The attempts that ended at a given instant (within EPS), by bisection over the
+    attempts sorted by end: no million-entry dict for one walk back in time."""
+
+    def __init__(self, attempts: list[ExecutionRow]):
+        self.rows = sorted(attempts, key=lambda a: a.end)
+        self.ends = [a.end for a in self.rows]
+
+    def get(self, at: float, default: list | None = None) -> list[ExecutionRow]:
+        i = bisect_left(self.ends, at - EPS)
+        out = []
+        while i < len(self.ends) and self.ends[i] <= at + EPS:
+            out.append(self.rows[i])
+            i += 1
+        return out
+
+
+def _why_started(a: ExecutionRow, log: _Log, ended_at: _EndIndex):  # noqa: ANN202
     """(cause, what to follow next, a wait link to add or None)."""
     plan = log.plan
     si = log.index[a.step]
@@ -241,11 +272,11 @@ def _why_started(a: ExecutionRow, log: _Log, ended_at: dict[float, list[Executio
     return "started", si, Link("wait", activated, a.start, "waited in its step (cause not recorded)", a.step, a.target)
 
 
-def _blocker(a: ExecutionRow, log: _Log, ended_at: dict[float, list[ExecutionRow]]) -> tuple[ExecutionRow | None, str]:
+def _blocker(a: ExecutionRow, log: _Log, ended_at: _EndIndex) -> tuple[ExecutionRow | None, str]:
     plan = log.plan
     steps = plan.steps
     step = steps[log.index[a.step]]
-    candidates = [c for c in ended_at.get(round(a.start, 9), []) if c is not a]
+    candidates = [c for c in ended_at.get(a.start) if c is not a]
     if a.target is not None:
         for c in candidates:
             other = steps[log.index[c.step]]
@@ -271,12 +302,18 @@ def _why_activated(s: int, at: float, log: _Log, ended_at, terminal_at):  # noqa
         # Prefer a step whose own execution ended then: that is the thing that ran.
         return sorted(steps, key=lambda p: (any(a.step == names[p] for a in ended_at_of(log, at)), p))
 
-    prereqs = [p for p in log.prerequisites(s) if abs(log.terminal.get(p, -1.0) - at) <= EPS]
+    ended_then = terminal_at.get(round(at, 9), [])
+    explicit = log.core.prereq_explicit[s]
+    if explicit is None:
+        limit = log.core.prereq_prefix[s] or 0
+        prereqs = [p for p in ended_then if p < limit]
+    else:
+        prereqs = [p for p in ended_then if p in set(explicit)]
     if prereqs:
         p = ranked(prereqs)[-1]
         return _enter(p, at, log, f"waited for prerequisite {names[p]}", s)
     # Otherwise a step slot came free: only a step that was active held one.
-    others = [q for q in terminal_at.get(round(at, 9), []) if q != s and q not in log.skipped]
+    others = [q for q in ended_then if q != s and q not in log.skipped]
     if others:
         q = ranked(others)[-1]
         return _enter(q, at, log, f"waited for a step slot, freed when {names[q]} ended", s)
@@ -284,7 +321,7 @@ def _why_activated(s: int, at: float, log: _Log, ended_at, terminal_at):  # noqa
 
 
 def ended_at_of(log: _Log, at: float) -> list[ExecutionRow]:
-    return log.ended_at.get(round(at, 9), [])
+    return log.ended_at.get(at)
 
 
 def _enter(p: int, at: float, log: _Log, cause: str, s: int) -> tuple:
