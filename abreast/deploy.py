@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import msgspec
 import typer
@@ -140,7 +140,6 @@ def run(
     executions are killed and the log ends `cancelled`)."""
     from engine.core import Core
     from engine.scenario import ScenarioError, load, warnings
-    from engine.store import StoreError
 
     try:
         plan = load(scenario)
@@ -156,14 +155,7 @@ def run(
     typer.echo(deployment)
     sys.stdout.flush()
     options = {"dry_run": dry_run, "speed": speed, "seed": seed}
-    try:
-        outcome = _drive(Core(plan, deployment), store, plan, options, log_format, verbose, quiet)
-    except StoreError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        store.close()
-    raise typer.Exit(outcome_exit(outcome))
+    _drive_and_exit(Core(plan, deployment), store, plan, options, log_format, verbose, quiet)
 
 
 @app.command(epilog="Example:\n\n  abreast resume 20261127-101500-3fa2c1")
@@ -181,7 +173,6 @@ def resume(
     from engine.core import Core, IllegalMove
     from engine.events import DeploymentFinished, DeploymentStarted
     from engine.plan import plan_from_builtins
-    from engine.store import StoreError
 
     store = open_db(db)
     events = store.read(id)
@@ -196,9 +187,15 @@ def resume(
         core = Core(plan, id).fold(events)
     except (msgspec.ValidationError, IllegalMove) as e:
         bad_input(f"deployment {id!r}: its log cannot be folded: {e}")
-    resume_at = last.at + _wall_gap(last.wall)
+    _drive_and_exit(core, store, plan, dict(first.options), log_format, verbose, quiet, resume_at=last.at + _wall_gap(last.wall))
+
+
+def _drive_and_exit(core, store, plan, options: dict, log_format: LogFormat, verbose: bool, quiet: bool, resume_at: float = 0.0) -> NoReturn:  # noqa: ANN001
+    """Run the deployment to its end, close the store, exit with the outcome's code."""
+    from engine.store import StoreError
+
     try:
-        outcome = _drive(core, store, plan, dict(first.options), log_format, verbose, quiet, resume_at=resume_at)
+        outcome = _drive(core, store, plan, options, log_format, verbose, quiet, resume_at=resume_at)
     except StoreError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None

@@ -103,7 +103,6 @@ class Core:
         self.step_names = [s.name for s in steps]
         self.step_index = {s.name: i for i, s in enumerate(steps)}
         self.target_names = [t.name for t in plan.targets]
-        target_index = {t.name: i for i, t in enumerate(plan.targets)}
         resource_names = list(plan.resources)
         resource_index = {r: i for i, r in enumerate(resource_names)}
         self.resource_names = resource_names

@@ -177,8 +177,6 @@ def lower_bound(plan: Plan, report: Report) -> tuple[Bound, list[Bound]]:
 def critical_path(plan: Plan, report: Report) -> list[Link]:
     """The chain of executions and waits that ends at the makespan (see the docstring)."""
     log = _Log(plan, report)
-    index = log.index
-    steps = plan.steps
     ended_at = _EndIndex(log.attempts)
     log.ended_at = ended_at
     terminal_at: dict[float, list[int]] = defaultdict(list)

@@ -21,7 +21,7 @@ from engine.store import MemoryStore
 from simulator.durations import DurationModel
 from simulator.sim import simulate
 from tests.engine.test_properties import check_log, scenarios
-from tests.helpers import plan_of, runs, steps
+from tests.helpers import plan_of, runs
 
 ROOT = Path(__file__).resolve().parents[2]
 
