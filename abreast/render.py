@@ -9,7 +9,8 @@ from rich.text import Text
 
 from engine.plan import Plan
 from engine.report import ExecutionRow, Report
-from simulator.analysis import Bound, Link, critical_path, lower_bound
+from simulator import analysis
+from simulator.analysis import Bound, Link
 from simulator.sim import Outcome
 
 OUTCOME_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "skipped": "dim", None: "blue"}
@@ -81,8 +82,7 @@ class Analysis(msgspec.Struct):
 
 
 def analyse(plan: Plan, r: Report) -> Analysis:
-    bound, bounds = lower_bound(plan, r)
-    return Analysis(bound, bounds, critical_path(plan, r))
+    return Analysis(*analysis.analyse(plan, r))
 
 
 def simulation_json(result: Outcome, seed: int, plan: Plan) -> bytes:

@@ -52,6 +52,13 @@ class Link(msgspec.Struct, frozen=True):
         return self.end - self.start
 
 
+def analyse(plan: Plan, report: Report) -> tuple[Bound, list[Bound], list[Link]]:
+    """Both at once, reading the report once: (best bound, every bound, critical path)."""
+    log = _Log(plan, report)
+    bound, bounds = lower_bound(plan, report, log)
+    return bound, bounds, critical_path(plan, report, log)
+
+
 class _Log:
     """The parts of a finished deployment the analysis needs, indexed: its report's
     attempts (ExecutionRow: step, target, attempt, start, end, outcome) and step times."""
@@ -95,9 +102,9 @@ class _Log:
 # --- the lower bound ---------------------------------------------------------------------
 
 
-def lower_bound(plan: Plan, report: Report) -> tuple[Bound, list[Bound]]:
+def lower_bound(plan: Plan, report: Report, log: _Log | None = None) -> tuple[Bound, list[Bound]]:
     """The best lower bound on the makespan and every candidate, largest first."""
-    log = _Log(plan, report)
+    log = log or _Log(plan, report)
     index = log.index
     steps = plan.steps
     n = len(steps)
@@ -174,9 +181,9 @@ def lower_bound(plan: Plan, report: Report) -> tuple[Bound, list[Bound]]:
 # --- the critical path -----------------------------------------------------------------------
 
 
-def critical_path(plan: Plan, report: Report) -> list[Link]:
+def critical_path(plan: Plan, report: Report, log: _Log | None = None) -> list[Link]:
     """The chain of executions and waits that ends at the makespan (see the docstring)."""
-    log = _Log(plan, report)
+    log = log or _Log(plan, report)
     ended_at = _EndIndex(log.attempts)
     log.ended_at = ended_at
     terminal_at: dict[float, list[int]] = defaultdict(list)
