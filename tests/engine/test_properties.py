@@ -197,7 +197,7 @@ def test_sampled_durations_do_not_change_with_the_policy(raw, seed, steps_at_onc
                 started[(ev.step, ev.target, ev.attempt)] = ev.at
             elif isinstance(ev, ExecutionFinished):
                 key = (ev.step, ev.target, ev.attempt)
-                out[key] = (round(ev.at - started[key], 6), ev.outcome)
+                out[key] = (ev.at - started[key], ev.outcome)
         return out
 
     plan = resolve(raw)
@@ -206,7 +206,9 @@ def test_sampled_durations_do_not_change_with_the_policy(raw, seed, steps_at_onc
     )
     a, b = lengths(plan), lengths(other)
     for key in a.keys() & b.keys():
-        assert a[key] == b[key], key
+        # Same draw, same outcome; times are kept to 1e-9 s, so a length may differ by that.
+        assert a[key][1] == b[key][1], key
+        assert abs(a[key][0] - b[key][0]) <= 2e-9, key
 
 
 @SETTINGS
