@@ -132,8 +132,11 @@ class LocalAdapter:
                 _killpg(proc.pid, signal.SIGTERM)
                 with trio.move_on_after(self.grace):
                     await proc.wait()
-                _killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+                # proc.wait() reaps the shell, after which its pid (our group id) may be
+                # reused: only signal the group again while the shell is unreaped.
+                if proc.returncode is None:
+                    _killpg(proc.pid, signal.SIGKILL)
+                    await proc.wait()
             raise
         finally:
             if proc.stdout is not None:
