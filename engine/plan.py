@@ -102,10 +102,6 @@ class Plan(msgspec.Struct, frozen=True):
     targets: tuple[Target, ...] = ()
     source: str | None = None  # the file it was loaded from, if any
 
-    def targets_of(self, step: Step) -> list[Target]:
-        """The targets a step fans out to, in declaration order (empty for a server step)."""
-        return [self.targets[i] for i in fan_out(self, [step])[0]]
-
     def window_of(self, step: Step) -> int:
         return step.window if step.window is not None else self.policy.max_parallel_targets
 

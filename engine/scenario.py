@@ -172,13 +172,21 @@ def apply_overrides(raw: dict, overrides: list[str], file: str = "--set") -> dic
     KEY is a policy field (`max_parallel_steps`, optionally `policy.` first) or a step field
     `steps.NAME.FIELD` (NAME may contain dots and spaces: the field is after the last dot).
     """
-    out = copy.deepcopy(raw)
+    settings: dict[str, Any] = {}
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ScenarioError(file, [Problem("--set", f"expected KEY=VALUE, got {item!r}")])
-        set_field(out, key, parse_value(text), file=file)
+        settings[key] = parse_value(text)
+    return with_settings(raw, settings, file=file)
+
+
+def with_settings(raw: dict, settings: dict[str, Any], file: str = "--set") -> dict:
+    """Return a copy of `raw` with each setting (KEY -> value, see `set_field`) applied."""
+    out = copy.deepcopy(raw)
+    for key, value in settings.items():
+        set_field(out, key, value, file=file)
     return out
 
 

@@ -20,16 +20,16 @@ in parallel; every change here assumes they do not, and says what it assumed.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import msgspec
 
 from engine.core import Core
 from engine.plan import Plan, fan_out
-from engine.scenario import ScenarioError, resolve, set_field
+from engine.scenario import ScenarioError, resolve
 from simulator.analysis import Bound, lower_bound
 from simulator.sim import run
+from simulator.whatif import plan_for
 
 WARNING = (
     "Steps that depend on each other must not run in parallel. abreast cannot see a hidden "
@@ -54,13 +54,6 @@ class Advice(msgspec.Struct):
     best_makespan: float
     best_lower_bound: Bound
     warning: str = WARNING
-
-
-def _with(raw: dict, settings: dict[str, Any], file: str) -> Plan:
-    doc = copy.deepcopy(raw)
-    for key, value in settings.items():
-        set_field(doc, key, value, file=file)
-    return resolve(doc, file=file)
 
 
 def candidates(plan: Plan) -> list[Change]:
@@ -153,7 +146,7 @@ def advise(raw: dict, seed: int = 0, file: str = "<scenario>") -> Advice:
     bound, _ = lower_bound(plan, report)
     changes = []
     for change in candidates(plan):
-        result = run(_with(raw, change.settings, file), seed, report=False)
+        result = run(plan_for(raw, change.settings, file), seed, report=False)
         change.makespan = result.makespan or 0.0
         change.saved = round(makespan - change.makespan, 9)
         changes.append(change)
@@ -167,13 +160,13 @@ def advise(raw: dict, seed: int = 0, file: str = "<scenario>") -> Advice:
             break
         trial = {**settings, **change.settings}
         try:
-            m = run(_with(raw, trial, file), seed, report=False).makespan or 0.0
+            m = run(plan_for(raw, trial, file), seed, report=False).makespan or 0.0
         except ScenarioError:  # an invalid combination (with-previous and depends_on on one step)
             continue
         if m < best_makespan - 1e-9:
             best.append(change)
             settings = trial
             best_makespan = m
-    best_plan = _with(raw, settings, file)
+    best_plan = plan_for(raw, settings, file)
     best_bound, _ = lower_bound(best_plan, run(best_plan, seed))
     return Advice(makespan, bound, changes, best, best_makespan, best_bound)

@@ -91,13 +91,6 @@ class _Log:
                 if (a.step, a.target) in retried:
                     self.by_execution[(a.step, a.target)].append(a)
 
-    def prerequisites(self, s: int) -> list[int]:
-        explicit = self.core.prereq_explicit[s]
-        if explicit is not None:
-            return list(explicit)
-        k = self.core.prereq_prefix[s]
-        return list(range(k if k is not None else 0))
-
 
 # --- the lower bound ---------------------------------------------------------------------
 
@@ -301,7 +294,7 @@ def _blocker(a: ExecutionRow, log: _Log, ended_at: _EndIndex) -> tuple[Execution
 
 
 def _why_activated(s: int, at: float, log: _Log, ended_at, terminal_at):  # noqa: ANN001, ANN202
-    names = [st.name for st in log.plan.steps]
+    names = log.core.step_names
 
     def ranked(steps: list[int]) -> list[int]:
         # Prefer a step whose own execution ended then: that is the thing that ran.
@@ -333,7 +326,7 @@ def _enter(p: int, at: float, log: _Log, cause: str, s: int) -> tuple:
     """Follow step p, which ended at `at`: into its last attempt; or, if it was stopped
     then without one of its own ending (fail_fast), into the attempt that stopped it;
     or into its activation (a skipped or empty step)."""
-    names = [st.name for st in log.plan.steps]
+    names = log.core.step_names
     marker = Link("wait", at, at, f"step {names[s]} activated: {cause}", names[s])
     ending = ended_at_of(log, at)
     own = [a for a in ending if a.step == names[p]]

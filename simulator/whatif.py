@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from engine.plan import Plan
-from engine.scenario import ScenarioError, parse_value, resolve, set_field
+from engine.scenario import ScenarioError, parse_value, resolve, with_settings
 from simulator.sim import run, sequential_makespan
 
 
@@ -73,13 +73,9 @@ def combinations(axes: Sequence[Axis]) -> list[dict[str, Any]]:
 
 
 def plan_for(raw: dict, settings: dict[str, Any], file: str) -> Plan:
-    import copy
-
-    doc = copy.deepcopy(raw)
-    for key, value in settings.items():
-        set_field(doc, key, value, file=file)
+    """The plan of `raw` with `settings` applied; a problem names the settings too."""
     try:
-        return resolve(doc, file=file)
+        return resolve(with_settings(raw, settings, file=file), file=file)
     except ScenarioError as e:
         where = ", ".join(f"{k}={v}" for k, v in settings.items())
         raise ScenarioError(e.file, [msgspec.structs.replace(p, message=f"{p.message} (with {where})") for p in e.problems]) from None

@@ -9,7 +9,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 
 from engine.scenario import resolve
-from simulator.advise import WARNING, _with, advise, candidates
+from simulator.advise import WARNING, advise, candidates
+from simulator.whatif import plan_for
 from tests.engine.test_properties import scenarios
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +40,7 @@ def test_changes_are_ranked_and_the_combination_is_no_worse_than_the_best_single
 def test_no_proposed_change_breaks_a_depends_on(raw):
     plan = resolve(raw)
     for change in candidates(plan):
-        changed = _with(raw, change.settings, "x")
+        changed = plan_for(raw, change.settings, "x")
         for before, after in zip(plan.steps, changed.steps, strict=True):
             if before.depends_on is not None:
                 assert after.depends_on == before.depends_on, change
