@@ -188,7 +188,14 @@ def critical_path(plan: Plan, report: Report, log: _Log | None = None) -> list[L
         return [Link("wait", 0.0, log.makespan, "nothing ran")] if log.makespan > 0 else []
     last = max(log.attempts, key=lambda a: (a.end, a.start))
     cur: ExecutionRow | int | None = last  # an attempt, or a step index (its activation)
+    seen: set[int] = set()
     while cur is not None:
+        # Every link goes back in time or to an earlier step; should two things at one
+        # instant point at each other, stop rather than loop (the gap is then marked).
+        key = id(cur) if isinstance(cur, ExecutionRow) else -1 - cur
+        if key in seen:
+            break
+        seen.add(key)
         if isinstance(cur, ExecutionRow):
             a = cur
             cause, nxt, wait = _why_started(a, log, ended_at)
@@ -310,8 +317,9 @@ def _why_activated(s: int, at: float, log: _Log, ended_at, terminal_at):  # noqa
     if prereqs:
         p = ranked(prereqs)[-1]
         return _enter(p, at, log, f"waited for prerequisite {names[p]}", s)
-    # Otherwise a step slot came free: only a step that was active held one.
-    others = [q for q in ended_then if q != s and q not in log.skipped]
+    # Otherwise a step slot came free: only a step active before this instant held one
+    # (a skipped step never did; a step whose roles match nothing held it for no time).
+    others = [q for q in ended_then if q != s and q not in log.skipped and log.activated.get(q, at) < at - EPS]
     if others:
         q = ranked(others)[-1]
         return _enter(q, at, log, f"waited for a step slot, freed when {names[q]} ended", s)
