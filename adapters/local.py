@@ -68,10 +68,10 @@ class LocalAdapter:
             return AttemptResult("failed", None, f"cannot start {self.shell}: {e}")
         finally:
             os.close(w)
-        stream = trio.lowlevel.FdStream(r)
+        os.set_blocking(r, False)
         pidfd = -1
         try:
-            await _pump(stream, output)
+            await _pump_fd(r, output)
             # End of output almost always means the shell has exited: reap it without
             # waiting; only a shell that closed its output early needs watching.
             done, status = os.waitpid(pid, os.WNOHANG)
@@ -86,9 +86,9 @@ class LocalAdapter:
                 await self._stop(pid, pidfd)
             raise
         finally:
-            await trio.aclose_forcefully(stream)
+            _close(r)
             if pidfd >= 0:
-                os.close(pidfd)
+                _close(pidfd)
         return _result(os.waitstatus_to_exitcode(status))
 
     async def _stop(self, pid: int, pidfd: int) -> None:
@@ -151,6 +151,11 @@ def _pidfd(pid: int) -> int:
         return -1
 
 
+def _close(fd: int) -> None:
+    trio.lowlevel.notify_closing(fd)  # drops trio's epoll registration, if any
+    os.close(fd)
+
+
 def _result(code: int) -> AttemptResult:
     if code == 0:
         return AttemptResult("succeeded", 0)
@@ -164,6 +169,26 @@ def _killpg(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+async def _pump_fd(fd: int, output: OutputSink) -> None:
+    """`_pump` for a non-blocking pipe read straight from its descriptor: no stream
+    object, one wait per chunk (the cheap path for thousands of short commands)."""
+    pending = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(fd)
+            continue
+        if not chunk:
+            break
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            output(line.decode("utf-8", "replace").rstrip("\r"))
+    if pending:
+        output(pending.decode("utf-8", "replace").rstrip("\r"))
 
 
 async def _pump(stream: trio.abc.ReceiveStream | None, output: OutputSink) -> None:
