@@ -96,12 +96,14 @@ def _drive(core, store, plan, options: dict, log_format: LogFormat, verbose: boo
         time_scale=scale, gather=INSTANT if options.get("dry_run", False) else 0.0,
     )
     if live is None:
-        log_events = event_logger(configure_logging(log_format.value, verbose, quiet), level)
+        log_events = event_logger(lambda: configure_logging(log_format.value, verbose, quiet), level)
         return _finish(trio.run(runtime.run, True), core, quiet)
     with live:
         # Configured inside the live view, logs go through its console (above the view).
         # With the view showing progress, only warnings and errors are logged.
-        log_events = event_logger(configure_logging(log_format.value, verbose, quiet=not verbose), max(level, logging.WARNING) if not verbose else level)
+        log_events = event_logger(
+            lambda: configure_logging(log_format.value, verbose, quiet=not verbose), max(level, logging.WARNING) if not verbose else level
+        )
         outcome = trio.run(runtime.run, True)
     return _finish(outcome, core, quiet)
 

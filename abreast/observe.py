@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-
-import structlog
+from typing import TYPE_CHECKING
 
 from engine.core import ACTIVE, E_FAILED, E_PENDING, E_RUNNING, E_SUCCEEDED, SERVER, Core
 from engine.events import Event, ExecutionFinished, ExecutionStarted
+
+if TYPE_CHECKING:
+    import structlog
 
 
 def log_level(verbose: bool, quiet: bool) -> int:
@@ -23,6 +25,8 @@ def log_level(verbose: bool, quiet: bool) -> int:
 
 
 def configure_logging(fmt: str, verbose: bool, quiet: bool) -> structlog.typing.FilteringBoundLogger:
+    import structlog  # here, not above: a quiet run that logs nothing never pays for it
+
     level = log_level(verbose, quiet)
     renderer = (
         structlog.processors.JSONRenderer()
@@ -45,24 +49,34 @@ def configure_logging(fmt: str, verbose: bool, quiet: bool) -> structlog.typing.
 SKIP_FIELDS = ("deployment", "seq", "wall", "plan", "policy", "options")
 
 
-def event_logger(log: structlog.typing.FilteringBoundLogger, level: int) -> Callable[[list[Event]], None]:
-    """A runtime `on_events` callback that logs each event at or above `level`."""
+def event_logger(
+    logger: Callable[[], structlog.typing.FilteringBoundLogger], level: int
+) -> Callable[[list[Event]], None]:
+    """A runtime `on_events` callback that logs each event at or above `level`.
+
+    `logger` makes the logger; it is called when the first line is logged (importing
+    and configuring structlog is a tenth of a second, which `--quiet` runs that log
+    nothing do not need to spend)."""
+    log = None
 
     def on_events(events: list[Event]) -> None:
+        nonlocal log
         for ev in events:
             kind = type(ev)
             if kind is ExecutionStarted or (kind is ExecutionFinished and ev.outcome == "succeeded"):
-                method, at_level = log.debug, logging.DEBUG
+                method, at_level = "debug", logging.DEBUG
             elif kind is ExecutionFinished and ev.outcome in ("failed", "timed_out"):
-                method, at_level = log.warning, logging.WARNING
+                method, at_level = "warning", logging.WARNING
             else:
-                method, at_level = log.info, logging.INFO
+                method, at_level = "info", logging.INFO
             if at_level < level:
                 continue
+            if log is None:
+                log = logger()
             fields = {k: getattr(ev, k) for k in ev.__struct_fields__ if k not in SKIP_FIELDS}
             fields = {k: v for k, v in fields.items() if v is not None}
             fields["at"] = round(ev.at, 3)
-            method(ev.__struct_config__.tag, deployment=ev.deployment, **fields)
+            getattr(log, method)(ev.__struct_config__.tag, deployment=ev.deployment, **fields)
 
     return on_events
 

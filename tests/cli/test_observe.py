@@ -48,7 +48,7 @@ def test_events_are_logged_as_json_lines_at_their_levels(capsys):
     core = Core(plan, "d")
     events = core.begin(0.0)
     events += core.finish(0, 0, 1, "failed", 2.5, 3, "exit status 3")
-    event_logger(log, logging.INFO)(events)
+    event_logger(lambda: log, logging.INFO)(events)
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     kinds = [(d["event"], d["level"]) for d in lines]
     assert ("deployment.started", "info") in kinds and ("step.started", "info") in kinds
@@ -56,3 +56,11 @@ def test_events_are_logged_as_json_lines_at_their_levels(capsys):
     failed = next(d for d in lines if d["event"] == "execution.finished")
     assert (failed["level"], failed["step"], failed["exit_code"], failed["at"]) == ("warning", "a", 3, 2.5)
     structlog.reset_defaults()
+
+
+def test_a_logger_is_made_only_when_a_line_reaches_the_level():
+    made = []
+    core = Core(plan_of("steps: [{name: a}]"), "d")
+    on_events = event_logger(lambda: made.append(1), logging.WARNING)  # --quiet
+    on_events(core.begin(0.0) + core.finish(0, 0, 1, "succeeded", 1.0))
+    assert made == []  # nothing at warning or above: structlog is never configured
