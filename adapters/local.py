@@ -86,9 +86,12 @@ class LocalAdapter:
                 await self._stop(pid, pidfd)
             raise
         finally:
-            _close(r)
+            # Only this task ever waits on these descriptors and it is not waiting now,
+            # so trio holds no registration for them (it drops one when its wait ends):
+            # a plain close is enough, and the kernel takes them out of epoll.
+            os.close(r)
             if pidfd >= 0:
-                _close(pidfd)
+                os.close(pidfd)
         return _result(os.waitstatus_to_exitcode(status))
 
     async def _stop(self, pid: int, pidfd: int) -> None:
@@ -151,11 +154,6 @@ def _pidfd(pid: int) -> int:
         return -1
 
 
-def _close(fd: int) -> None:
-    trio.lowlevel.notify_closing(fd)  # drops trio's epoll registration, if any
-    os.close(fd)
-
-
 def _result(code: int) -> AttemptResult:
     if code == 0:
         return AttemptResult("succeeded", 0)
@@ -176,10 +174,11 @@ async def _pump_fd(fd: int, output: OutputSink) -> None:
     object, one wait per chunk (the cheap path for thousands of short commands)."""
     pending = b""
     while True:
+        # Wait first: a command just started has rarely written anything yet.
+        await trio.lowlevel.wait_readable(fd)
         try:
             chunk = os.read(fd, 65536)
         except BlockingIOError:
-            await trio.lowlevel.wait_readable(fd)
             continue
         if not chunk:
             break
