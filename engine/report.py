@@ -1,7 +1,7 @@
 """What happened, folded from the event log: makespan, steps and executions.
 
 One report serves simulations and real runs alike, because both produce the same
-events (SPEC §3). Feed events with `add` (or `Report.of(events)`), read the fields.
+events (SPEC §3). Feed events with `add` / `extend` (or `Report.of(events)`), read the fields.
 Executions are kept as plain rows so a million of them stay small and quick.
 """
 
@@ -58,22 +58,36 @@ class Report:
     @classmethod
     def of(cls, events: Iterable[Event]) -> Report:
         r = cls()
-        for ev in events:
-            r.add(ev)
+        r.extend(events)
         return r
 
     def add(self, ev: Event) -> None:
-        self.events += 1
+        self.extend((ev,))
+
+    def extend(self, events: Iterable[Event]) -> None:
+        """Fold events in, in order. Executions are the bulk of any log: their two
+        events are handled first, with everything they touch at hand."""
+        rows = self.rows
+        opened = self._open
+        n = 0
+        for ev in events:
+            n += 1
+            kind = type(ev)
+            if kind is ExecutionStarted:
+                row = ExecutionRow(ev.step, ev.target, ev.attempt, ev.at, None, None)
+                opened[(ev.step, ev.target)] = row
+                rows.append(row)
+            elif kind is ExecutionFinished:
+                row = opened.pop((ev.step, ev.target))
+                row.end = ev.at
+                row.outcome = ev.outcome
+            else:
+                self._add_other(ev)
+        self.events += n
+
+    def _add_other(self, ev: Event) -> None:
         kind = type(ev)
-        if kind is ExecutionStarted:
-            row = ExecutionRow(ev.step, ev.target, ev.attempt, ev.at, None, None)
-            self._open[(ev.step, ev.target)] = row
-            self.rows.append(row)
-        elif kind is ExecutionFinished:
-            row = self._open.pop((ev.step, ev.target))
-            row.end = ev.at
-            row.outcome = ev.outcome
-        elif kind is StepStarted:
+        if kind is StepStarted:
             self.steps[ev.step] = StepRow(name=ev.step, start=ev.at, decided=ev.at)
         elif kind is StepFinished:
             row = self.steps.setdefault(ev.step, StepRow(name=ev.step))

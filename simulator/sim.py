@@ -65,7 +65,7 @@ def run(
     model.check()
     core = Core(plan, deployment)
     rep = Report()
-    add = rep.add if report else None
+    add = rep.extend if report else None
     target_names = core.target_names
     exec_targets = core.exec_targets
     samplers = [model.sampler(s) for s in plan.steps]
@@ -79,14 +79,11 @@ def run(
         def emit(events: list[Event]) -> None:
             pass
     elif sink is None:
-        def emit(events: list[Event]) -> None:
-            for ev in events:
-                add(ev)
+        emit = add
     else:
         def emit(events: list[Event]) -> None:
             if add is not None:
-                for ev in events:
-                    add(ev)
+                add(events)
             if events:
                 sink(events)
 
