@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
+from operator import attrgetter
 
 import msgspec
 
@@ -101,14 +102,27 @@ def lower_bound(plan: Plan, report: Report, log: _Log | None = None) -> tuple[Bo
     index = log.index
     steps = plan.steps
     n = len(steps)
+    # One sweep over the attempts: each step's longest single attempt, its total work,
+    # each target's exclusive work and each resource's unit-seconds.
     weight = [0.0] * n
+    step_work = [0.0] * n
+    exclusive: dict[str, float] = defaultdict(float)
+    resource: dict[str, float] = defaultdict(float)
+    is_exclusive = [plan.isolation_of(st) == "exclusive" for st in steps]
+    uses = [list(st.uses.items()) for st in steps]
     retried = log.by_execution
     for a in log.attempts:
-        if a.attempt == 1 and (not retried or (a.step, a.target) not in retried):
-            s = index[a.step]
-            d = a.end - a.start
-            if d > weight[s]:
-                weight[s] = d
+        s = index[a.step]
+        d = a.end - a.start
+        step_work[s] += d
+        if d > weight[s] and (not retried or (a.step, a.target) not in retried):
+            weight[s] = d
+        if is_exclusive[s] and a.target is not None:
+            exclusive[a.target] += d
+        if uses[s]:
+            for r, units in uses[s]:
+                resource[r] += units * d
+    # A retried execution weighs its attempts back to back, with the delays between.
     for (name, _), attempts in log.by_execution.items():
         s = index[name]
         span = sum(a.end - a.start for a in attempts) + steps[s].retry_delay * (len(attempts) - 1)
@@ -144,19 +158,6 @@ def lower_bound(plan: Plan, report: Report, log: _Log | None = None) -> tuple[Bo
         if len(chain) > 8:
             chain = [*chain[:3], f"… {len(chain) - 6} more …", *chain[-3:]]
         candidates.append(Bound(round(longest[end], 9), "chain", " → ".join(chain)))
-    exclusive: dict[str, float] = defaultdict(float)
-    resource: dict[str, float] = defaultdict(float)
-    step_work = [0.0] * n
-    exclusive_step = {st.name: plan.isolation_of(st) == "exclusive" for st in steps}
-    uses = {st.name: list(st.uses.items()) for st in steps}
-    for a in log.attempts:
-        d = a.end - a.start
-        name = a.step
-        step_work[index[name]] += d
-        if a.target is not None and exclusive_step[name]:
-            exclusive[a.target] += d
-        for r, units in uses[name]:
-            resource[r] += units * d
     if exclusive:
         t = max(exclusive, key=lambda k: exclusive[k])
         candidates.append(Bound(round(exclusive[t], 9), "target", f"{t}: exclusive work"))
@@ -186,7 +187,7 @@ def critical_path(plan: Plan, report: Report, log: _Log | None = None) -> list[L
     links: list[Link] = []  # backwards
     if not log.attempts:
         return [Link("wait", 0.0, log.makespan, "nothing ran")] if log.makespan > 0 else []
-    last = max(log.attempts, key=lambda a: (a.end, a.start))
+    last = ended_at.last()
     cur: ExecutionRow | int | None = last  # an attempt, or a step index (its activation)
     seen: set[int] = set()
     while cur is not None:
@@ -242,8 +243,12 @@ class _EndIndex:
     attempts sorted by end: no million-entry dict for one walk back in time."""
 
     def __init__(self, attempts: list[ExecutionRow]):
-        self.rows = sorted(attempts, key=lambda a: a.end)
+        self.rows = sorted(attempts, key=attrgetter("end"))
         self.ends = [a.end for a in self.rows]
+
+    def last(self) -> ExecutionRow:
+        """The attempt that ended last (of those ending together, the last to start)."""
+        return max(self.get(self.ends[-1]), key=attrgetter("start"))
 
     def get(self, at: float, default: list | None = None) -> list[ExecutionRow]:
         i = bisect_left(self.ends, at - EPS)
