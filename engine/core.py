@@ -60,6 +60,7 @@ from collections.abc import Iterable
 
 from engine.events import (
     AnyEvent,
+    DeploymentOutcome,
     DeploymentFinished,
     DeploymentStarted,
     Event,
@@ -601,13 +602,13 @@ class Core:
                     outcome = "succeeded"
                 self._emit_step_finished(s, outcome, at)
         if not self.done and self.started and self.terminal_count == self.n_steps:
-            outcome = "cancelled" if self.cancelling else "failed" if self.error else "succeeded"
+            ending: DeploymentOutcome = "cancelled" if self.cancelling else "failed" if self.error else "succeeded"
             self.seq += 1
-            ev = DeploymentFinished(deployment=self.deployment, seq=self.seq, at=at, wall=self._wall, outcome=outcome)
+            ev = DeploymentFinished(deployment=self.deployment, seq=self.seq, at=at, wall=self._wall, outcome=ending)
             self._out.append(ev)
             self.finished_event = ev
             self.done = True
-            self.outcome = outcome
+            self.outcome = ending
 
     # ------------------------------------------------------------------ emitting
 

@@ -26,29 +26,29 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     wall: str | None = None
 
 
-class DeploymentStarted(Event, kw_only=True, tag="deployment.started"):
+class DeploymentStarted(Event, frozen=True, kw_only=True, tag="deployment.started"):
     scenario: str | None
     plan: dict
     policy: dict
     options: dict = {}  # how it was run (dry_run, speed, seed): what resume needs to go on
 
 
-class StepStarted(Event, kw_only=True, tag="step.started"):
+class StepStarted(Event, frozen=True, kw_only=True, tag="step.started"):
     step: str
 
 
-class StepSkipped(Event, kw_only=True, tag="step.skipped"):
+class StepSkipped(Event, frozen=True, kw_only=True, tag="step.skipped"):
     step: str
     reason: str
 
 
-class ExecutionStarted(Event, kw_only=True, tag="execution.started"):
+class ExecutionStarted(Event, frozen=True, kw_only=True, tag="execution.started"):
     step: str
     target: str | None
     attempt: int
 
 
-class ExecutionFinished(Event, kw_only=True, tag="execution.finished"):
+class ExecutionFinished(Event, frozen=True, kw_only=True, tag="execution.finished"):
     step: str
     target: str | None
     attempt: int
@@ -57,12 +57,12 @@ class ExecutionFinished(Event, kw_only=True, tag="execution.finished"):
     error: str | None = None
 
 
-class StepFinished(Event, kw_only=True, tag="step.finished"):
+class StepFinished(Event, frozen=True, kw_only=True, tag="step.finished"):
     step: str
     outcome: StepOutcome
 
 
-class DeploymentFinished(Event, kw_only=True, tag="deployment.finished"):
+class DeploymentFinished(Event, frozen=True, kw_only=True, tag="deployment.finished"):
     outcome: DeploymentOutcome
 
 

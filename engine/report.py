@@ -72,12 +72,11 @@ class Report:
         n = 0
         for ev in events:
             n += 1
-            kind = type(ev)
-            if kind is ExecutionStarted:
+            if type(ev) is ExecutionStarted:
                 row = ExecutionRow(ev.step, ev.target, ev.attempt, ev.at, None, None)
                 opened[(ev.step, ev.target)] = row
                 rows.append(row)
-            elif kind is ExecutionFinished:
+            elif type(ev) is ExecutionFinished:
                 row = opened.pop((ev.step, ev.target))
                 row.end = ev.at
                 row.outcome = ev.outcome
@@ -86,22 +85,21 @@ class Report:
         self.events += n
 
     def _add_other(self, ev: Event) -> None:
-        kind = type(ev)
-        if kind is StepStarted:
+        if isinstance(ev, StepStarted):
             self.steps[ev.step] = StepRow(name=ev.step, start=ev.at, decided=ev.at)
-        elif kind is StepFinished:
+        elif isinstance(ev, StepFinished):
             row = self.steps.setdefault(ev.step, StepRow(name=ev.step))
             row.end = ev.at
             row.outcome = ev.outcome
-        elif kind is StepSkipped:
+        elif isinstance(ev, StepSkipped):
             self.steps[ev.step] = StepRow(name=ev.step, outcome="skipped", reason=ev.reason, decided=ev.at)
-        elif kind is DeploymentStarted:
+        elif isinstance(ev, DeploymentStarted):
             self.deployment = ev.deployment
             self.scenario = ev.scenario
             # Every step of the plan gets a row, in declaration order.
             for s in ev.plan.get("steps", []):
                 self.steps.setdefault(s["name"], StepRow(name=s["name"]))
-        elif kind is DeploymentFinished:
+        elif isinstance(ev, DeploymentFinished):
             self.outcome = ev.outcome
             self.makespan = ev.at
 

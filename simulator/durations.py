@@ -118,8 +118,8 @@ class DurationModel:
         if isinstance(d, PerTarget):
             single = self.single
             return lambda target, attempt: _value(single(step, target), draw, target, attempt)
-        self.single(step, None)  # a step without a duration: raises MissingDuration
-        return lambda target, attempt: _quantile(d, draw(target, attempt))
+        only = self.single(step, None)  # a step without a duration: raises MissingDuration
+        return lambda target, attempt: _quantile(only, draw(target, attempt))
 
     def fails(self, step: Step, target: str | None, attempt: int) -> bool:
         """Whether this attempt is made to fail (`fails` counts, then `failure_rate`)."""

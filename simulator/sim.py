@@ -75,11 +75,9 @@ def run(
     push = heapq.heappush
     take_starts = core.take_starts
 
-    if sink is None and add is None:
-        def emit(events: list[Event]) -> None:
-            pass
-    elif sink is None:
-        emit = add
+    emit: Callable[[list[Event]], None]
+    if sink is None:
+        emit = add if add is not None else _ignore
     else:
         def emit(events: list[Event]) -> None:
             if add is not None:
@@ -110,8 +108,13 @@ def run(
         if gc_was_enabled:
             gc.enable()
     if add is None:
+        assert core.finished_event is not None
         rep.add(core.finished_event)  # deployment.finished: outcome and makespan
     return rep
+
+
+def _ignore(events: list[Event]) -> None:
+    pass
 
 
 def _loop(core, heap, emit, schedule, timeouts) -> None:  # noqa: ANN001 - run()'s locals
