@@ -91,6 +91,18 @@ class _Log:
             for a in self.attempts:
                 if (a.step, a.target) in retried:
                     self.by_execution[(a.step, a.target)].append(a)
+        self._position: dict[int, int] | None = None
+
+    def started_before(self, c: ExecutionRow, a: ExecutionRow) -> bool:
+        """Whether attempt c started before attempt a (in start order: at one instant,
+        the one whose `execution.started` came first; rows are kept in that order)."""
+        if c.start < a.start - EPS:
+            return True
+        if c.start > a.start + EPS:
+            return False
+        if self._position is None:  # only zero-length attempts get here: built once, when needed
+            self._position = {id(x): i for i, x in enumerate(self.attempts)}
+        return self._position[id(c)] < self._position[id(a)]
 
 
 # --- the lower bound ---------------------------------------------------------------------
@@ -286,7 +298,9 @@ def _blocker(a: ExecutionRow, log: _Log, ended_at: _EndIndex) -> tuple[Execution
     plan = log.plan
     steps = plan.steps
     step = steps[log.index[a.step]]
-    candidates = [c for c in ended_at.get(a.start) if c is not a]
+    # Only what started before it can have held it back (a zero-length attempt that
+    # started at the same instant, after it, did not).
+    candidates = [c for c in ended_at.get(a.start) if c is not a and log.started_before(c, a)]
     if a.target is not None:
         for c in candidates:
             other = steps[log.index[c.step]]

@@ -92,3 +92,22 @@ def test_the_critical_path_covers_the_makespan_exactly(raw, seed):
     assert all((x.step, x.target, x.attempt, x.start, x.end) in ran for x in path if x.kind == "execution")
     unexplained = [x for x in path if "no recorded cause" in x.cause or "not recorded" in x.cause]
     assert not unexplained, unexplained
+
+
+def test_an_attempt_that_started_after_another_at_the_same_instant_did_not_hold_it_back():
+    # Found by hypothesis. s2 shares db (capacity 1) with s1, so it starts when s1 ends
+    # at 1; its first attempt takes 0 s and fails, the retry starts at once, also at 1
+    # and also 0 s long. The first attempt waited for db held by s1 -- not for a place
+    # in its window behind its own retry, which only started after it.
+    text = """
+        resources: {db: 1}
+        steps:
+          - {name: s1, duration: 1, uses: {db: 1}}
+          - {name: s2, start: with-previous, duration: 0, uses: {db: 1}, fails: {server: 1}, retries: 1}
+    """
+    out = sim(text)
+    path = critical_path(plan_of(text), out.report)
+    assert [(x.kind, x.step, x.attempt, x.start, x.end, x.cause) for x in path] == [
+        ("execution", "s1", 1, 0, 1, "started with the deployment"),
+        ("execution", "s2", 1, 1, 1, "waited for db held by s1"),
+    ]
