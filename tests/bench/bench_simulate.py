@@ -54,11 +54,18 @@ def timed(cmd: list[str], stdout_path: str) -> tuple[float, int, int]:
     return elapsed, usage.ru_maxrss // 1024, os.waitstatus_to_exitcode(status)
 
 
+def build(py: str) -> str:
+    """Whether the abreast this interpreter runs has its compiled modules (see setup.py)."""
+    probe = "import simulator.sim as m; print('compiled (mypyc)' if not m.__file__.endswith('.py') else 'pure Python')"
+    return subprocess.run([py, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     args = ap.parse_args()
     py = sys.executable
+    print(f"abreast: {build(py)}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
