@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -271,10 +272,21 @@ class SqliteStore:
     def version(self) -> int:
         return self.conn.execute("PRAGMA user_version").fetchone()[0]
 
-    def _migrate(self, target: int) -> None:
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE (one writer at a time) ... COMMIT; ROLLBACK if anything fails."""
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")  # one migrator at a time
+        conn.execute("BEGIN IMMEDIATE")
         try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:  # a failed COMMIT may have rolled back already
+                conn.execute("ROLLBACK")
+            raise
+
+    def _migrate(self, target: int) -> None:
+        with self._transaction() as conn:  # one migrator at a time
             current = conn.execute("PRAGMA user_version").fetchone()[0]
             if current > SCHEMA_VERSION:
                 raise StoreError(f"{self.path}: schema version {current} is newer than this abreast ({SCHEMA_VERSION}); upgrade abreast")
@@ -283,56 +295,48 @@ class SqliteStore:
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {version + 1}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def append(self, events: Sequence[Event]) -> None:
         if not events:
             return
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+        summaries: dict[str, dict] = {}
         try:
-            # A writer remembers where its streams stood; if another writer has moved
-            # one since, the primary key refuses our rows and nothing is written.
-            summaries: dict[str, dict] = {}
-            for d in {ev.deployment for ev in events}:
-                row = self._known.get(d)
-                if row is None:
-                    found = conn.execute(self._SUMMARY + " WHERE id = ?", (d,)).fetchone()
-                    row = dict(zip(("id", "scenario", "status", "started", "finished", "events"), found, strict=True)) if found else None
-                if row is not None:
-                    summaries[d] = dict(row)
-            _check_batch(events, {d: row["events"] for d, row in summaries.items()})
-            for ev in events:
-                _project(summaries, ev)
-            conn.executemany(
-                "INSERT INTO events (deployment, seq, type, at, wall, body) VALUES (?, ?, ?, ?, ?, ?)",
-                [(ev.deployment, ev.seq, ev.__struct_config__.tag, ev.at, ev.wall, encode(ev).decode()) for ev in events],
-            )
-            # The projection row changes only when a deployment starts or ends; the
-            # event count is read from the events themselves (their primary key).
-            changed = {ev.deployment for ev in events if type(ev) is DeploymentStarted or type(ev) is DeploymentFinished}
-            if changed:
+            with self._transaction() as conn:
+                # A writer remembers where its streams stood; if another writer has moved
+                # one since, the primary key refuses our rows and nothing is written.
+                for d in {ev.deployment for ev in events}:
+                    row = self._known.get(d)
+                    if row is None:
+                        found = conn.execute(self._SUMMARY + " WHERE id = ?", (d,)).fetchone()
+                        row = dict(zip(("id", "scenario", "status", "started", "finished", "events"), found, strict=True)) if found else None
+                    if row is not None:
+                        summaries[d] = dict(row)
+                _check_batch(events, {d: row["events"] for d, row in summaries.items()})
+                for ev in events:
+                    _project(summaries, ev)
                 conn.executemany(
-                    "INSERT INTO deployments (id, scenario, status, started, finished, events, created) "
-                    "VALUES (:id, :scenario, :status, :started, :finished, :events, "
-                    "(SELECT COALESCE(MAX(created), 0) + 1 FROM deployments)) "
-                    "ON CONFLICT (id) DO UPDATE SET status = :status, finished = :finished, events = :events",
-                    [summaries[d] for d in changed],
+                    "INSERT INTO events (deployment, seq, type, at, wall, body) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(ev.deployment, ev.seq, ev.__struct_config__.tag, ev.at, ev.wall, encode(ev).decode()) for ev in events],
                 )
-            conn.execute("COMMIT")
+                # The projection row changes only when a deployment starts or ends; the
+                # event count is read from the events themselves (their primary key).
+                changed = {ev.deployment for ev in events if type(ev) is DeploymentStarted or type(ev) is DeploymentFinished}
+                if changed:
+                    conn.executemany(
+                        "INSERT INTO deployments (id, scenario, status, started, finished, events, created) "
+                        "VALUES (:id, :scenario, :status, :started, :finished, :events, "
+                        "(SELECT COALESCE(MAX(created), 0) + 1 FROM deployments)) "
+                        "ON CONFLICT (id) DO UPDATE SET status = :status, finished = :finished, events = :events",
+                        [summaries[d] for d in changed],
+                    )
             self._known.update(summaries)
         except sqlite3.IntegrityError:
-            conn.execute("ROLLBACK")
             self._known.clear()
             d = events[0].deployment
             raise ConcurrencyError(
                 f"deployment {d!r}: seq {events[0].seq} is already recorded (is another orchestrator writing this deployment?)"
             ) from None
         except BaseException:
-            conn.execute("ROLLBACK")
             self._known.clear()
             raise
 
@@ -360,17 +364,11 @@ class SqliteStore:
     def add_output(self, lines: Sequence[OutputLine]) -> None:
         if not lines:
             return
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as conn:
             conn.executemany(
                 "INSERT INTO output (deployment, step, target, attempt, n, line) VALUES (?, ?, ?, ?, ?, ?)",
                 [(o.deployment, o.step, o.target, o.attempt, o.n, o.line) for o in lines],
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def output(self, deployment: str, step: str | None = None, target: str | None = None) -> list[OutputLine]:
         sql = "SELECT deployment, step, target, attempt, n, line FROM output WHERE deployment = ?"
