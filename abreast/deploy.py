@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -70,8 +71,15 @@ def _drive(core, store, plan, options: dict, log_format: LogFormat, verbose: boo
         bad_input(f"{plan.source}: {e} (a dry run sleeps each execution's simulated duration)")
     live = LiveView(core) if (sys.stderr.isatty() and not quiet and log_format is LogFormat.console) else None
     level = log_level(verbose, quiet)
+    # Logs go through the live view's console when it shows (configured inside it, when
+    # the first line is logged), and then only warnings and errors: the view shows the
+    # progress.
+    log_quiet = quiet or (live is not None and not verbose)
+    if live is not None and not verbose:
+        level = max(level, logging.WARNING)
+    logger = functools.cache(lambda: configure_logging(log_format.value, verbose, log_quiet))
+    log_events = event_logger(logger, level)
     last_draw = 0.0
-    log_events = None
 
     def on_events(events) -> None:  # noqa: ANN001
         nonlocal last_draw
@@ -91,19 +99,19 @@ def _drive(core, store, plan, options: dict, log_format: LogFormat, verbose: boo
     scale = options.get("speed", 1.0) if options.get("dry_run", False) else 1.0
     # A real run gathers only the completions that are already in when it looks; a dry
     # run models time, and gathers what falls on one instant (1e-9 s) like the simulator.
+    def on_orphans(groups: int) -> None:
+        logger().warning(
+            "orphans.stopped", deployment=core.deployment, process_groups=groups,
+            note="commands the previous orchestrator left running were stopped before resuming",
+        )
+
     runtime = Runtime(
         core, store, adapter_for, workdir, on_events=on_events, resume_at=resume_at, options=options,
-        time_scale=scale, gather=INSTANT if options.get("dry_run", False) else 0.0,
+        time_scale=scale, gather=INSTANT if options.get("dry_run", False) else 0.0, on_orphans=on_orphans,
     )
     if live is None:
-        log_events = event_logger(lambda: configure_logging(log_format.value, verbose, quiet), level)
         return _finish(trio.run(runtime.run, True), core, quiet)
     with live:
-        # Configured inside the live view, logs go through its console (above the view).
-        # With the view showing progress, only warnings and errors are logged.
-        log_events = event_logger(
-            lambda: configure_logging(log_format.value, verbose, quiet=not verbose), max(level, logging.WARNING) if not verbose else level
-        )
         outcome = trio.run(runtime.run, True)
     return _finish(outcome, core, quiet)
 

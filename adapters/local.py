@@ -110,6 +110,38 @@ class LocalAdapter:
         except ChildProcessError:
             pass
 
+    # -- after a crash -------------------------------------------------------------------
+
+    async def stop_orphans(self, deployment: str) -> int:
+        """Stop what a dead orchestrator left running for `deployment`: the process
+        groups of every live process whose environment says ABREAST_DEPLOYMENT is it
+        (each command carries it; a group holds what the command started). TERM, then
+        KILL after the grace period. Returns how many groups there were. Needs /proc
+        (Linux); elsewhere finds nothing."""
+        needle = f"ABREAST_DEPLOYMENT={deployment}".encode()
+        ours = os.getpgrp()
+        members: dict[int, list[int]] = {}
+        for pid in _pids():
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    if needle not in f.read().split(b"\0"):
+                        continue
+                group = os.getpgid(pid)
+            except (OSError, ProcessLookupError):
+                continue  # gone, or not ours to read
+            if group != ours:
+                members.setdefault(group, []).append(pid)
+        if not members:
+            return 0
+        for group in members:
+            _killpg(group, signal.SIGTERM)
+        with trio.move_on_after(self.grace):
+            while any(_running(pid) for pids in members.values() for pid in pids):
+                await trio.sleep(0.05)
+        for group in members:
+            _killpg(group, signal.SIGKILL)  # what did not stop, and stragglers
+        return len(members)
+
     # -- subprocess.Popen (any folder) --------------------------------------------------------
 
     async def _run_popen(
@@ -152,6 +184,22 @@ def _pidfd(pid: int) -> int:
         return os.pidfd_open(pid)
     except OSError:  # already reaped
         return -1
+
+
+def _pids() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return []
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for init, not for us)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _result(code: int) -> AttemptResult:

@@ -22,6 +22,9 @@ delays that fall on one instant of the deployment fall on one instant of the clo
 (up to float noise, which the 1e-9 s gathering window absorbs).
 Ctrl-C or SIGTERM (with `handle_signals=True`) cancels: nothing new starts, running
 executions are cancelled through their adapters, and the log ends `cancelled`.
+Resuming a log with executions that never finished, the adapters first stop what the
+dead orchestrator left running (`stop_orphans`), then those executions are recorded
+`interrupted` and run again.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class Runtime:
         time_scale: float = 1.0,
         gather: float = INSTANT,
         threaded_writes: bool = False,
+        on_orphans: Callable[[int], None] | None = None,
     ):
         """`resume_at`: the `at` this run starts from (0 for a new deployment; on resume,
         where the log left off)."""
@@ -84,6 +88,7 @@ class Runtime:
         self.scale = time_scale
         self.gather = gather
         self.threaded_writes = threaded_writes
+        self.on_orphans = on_orphans
         self._t0 = 0.0
         self._last_at = resume_at
         self._instant = resume_at  # when the current batch's instant began
@@ -107,6 +112,9 @@ class Runtime:
             if not core.started:
                 await self._commit(core.begin(now, wall, self.options))
             else:
+                if core.running_executions():
+                    await self._stop_orphans()
+                    now, wall = self._now(), self.wall_clock()
                 await self._commit(core.interrupt_running(now, wall) + core.advance(now, wall))
             self._launch()
             while not core.done:
@@ -201,6 +209,20 @@ class Runtime:
         started_at = self._last_at  # the instant of the pass that started them
         for order, s, k, attempt in self.core.take_starts():
             self._nursery.start_soon(self._execute, order, s, k, attempt, started_at)
+
+    async def _stop_orphans(self) -> None:
+        """Resuming after a crash: what the dead orchestrator started may still run.
+        Every adapter that can stops it first (see engine/adapter.py)."""
+        asked: list[object] = []
+        for target in (*self.core.plan.targets, None):
+            adapter = self.adapter_for(target)
+            stop = getattr(adapter, "stop_orphans", None)
+            if stop is None or any(a is adapter for a in asked):
+                continue
+            asked.append(adapter)
+            stopped = await stop(self.core.deployment)
+            if stopped and self.on_orphans is not None:
+                self.on_orphans(stopped)
 
     # ----------------------------------------------------------------- cancellation
 

@@ -99,3 +99,22 @@ async def test_a_command_that_ignores_term_is_killed_after_the_grace_period(tmp_
             break
         time.sleep(0.05)
     assert not alive(pid)
+
+
+async def test_stop_orphans_stops_the_process_groups_of_its_deployment_only(tmp_path):
+    import subprocess
+
+    def shell(deployment: str) -> subprocess.Popen:
+        env = dict(os.environ, ABREAST_DEPLOYMENT=deployment)
+        return subprocess.Popen(["/bin/sh", "-c", "sleep 60 & wait"], env=env, start_new_session=True)
+
+    mine, other = shell("mine"), shell("other")
+    try:
+        await trio.sleep(0.2)  # the sleeps have started, in the shells' groups
+        assert await LocalAdapter(grace=2.0).stop_orphans("mine") == 1
+        assert mine.wait(timeout=5) is not None  # TERM ended the shell (and its group)
+        assert other.poll() is None  # another deployment's command runs on
+        assert await LocalAdapter(grace=2.0).stop_orphans("nobody") == 0
+    finally:
+        os.killpg(other.pid, 9)
+        other.wait()

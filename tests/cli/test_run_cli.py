@@ -252,6 +252,43 @@ def test_kill_9_then_resume_runs_only_what_had_not_finished(tmp_path):
     assert events[-1].at >= max(e.at for e in events[:-1])
 
 
+def test_resume_stops_what_the_dead_orchestrator_left_running_before_running_it_again(tmp_path):
+    # The first attempts on t1 and t2 never end by themselves (their shells loop, with a
+    # sleep child each); after kill -9 of the orchestrator they keep running. `resume`
+    # must stop them (their whole process groups) before the second attempts start,
+    # or a command would run twice at once on one target. Each second attempt checks
+    # (in /proc: an orphan's zombie may linger, waiting for init to reap it).
+    scenario(tmp_path, {
+        "targets": [{"name": "t1", "roles": ["app"]}, {"name": "t2", "roles": ["app"]}],
+        "steps": [{
+            "name": "deploy",
+            "roles": ["app"],
+            "run": 'if [ "$ABREAST_ATTEMPT" = 1 ]; then echo $$ > "pid-$ABREAST_TARGET"; while :; do sleep 0.05; done; fi; '
+                   'state=$(cut -d" " -f3 "/proc/$(cat "pid-$ABREAST_TARGET")/stat" 2>/dev/null); '
+                   'if [ -n "$state" ] && [ "$state" != Z ]; then echo "$ABREAST_TARGET overlap" >> ran; fi; '
+                   'echo "$ABREAST_TARGET $ABREAST_ATTEMPT" >> ran',
+        }],
+    })
+    db = tmp_path / ".abreast" / "abreast.db"
+    proc = start(tmp_path, "run", "deploy.yaml", "--id", "o1", "-q")
+    wait_for(lambda: (tmp_path / "pid-t1").exists() and (tmp_path / "pid-t2").exists()
+             and (tmp_path / "pid-t1").read_text().strip() and (tmp_path / "pid-t2").read_text().strip())
+    orphans = [int((tmp_path / f"pid-{t}").read_text()) for t in ("t1", "t2")]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert all(alive(pid) for pid in orphans)  # the kill -9 left them running
+    p = abreast(tmp_path, "resume", "o1", "-q", "--log-format", "json")
+    assert p.returncode == 0, p.stderr
+    assert not any(alive(pid) for pid in orphans)
+    assert (tmp_path / "ran").read_text().split("\n")[:-1] in (["t1 2", "t2 2"], ["t2 2", "t1 2"])  # no overlap
+    warning = next(json.loads(line) for line in p.stderr.splitlines() if "orphans.stopped" in line)
+    assert (warning["level"], warning["deployment"], warning["process_groups"]) == ("warning", "o1", 2)
+    events = events_of(db, "o1")
+    assert sorted((e.target, e.attempt, e.outcome) for e in events if isinstance(e, ExecutionFinished)) == [
+        ("t1", 1, "interrupted"), ("t1", 2, "succeeded"), ("t2", 1, "interrupted"), ("t2", 2, "succeeded"),
+    ]
+
+
 def test_two_deployments_write_to_one_database_at_once(tmp_path):
     scenario(tmp_path, {
         "targets": [{"name": f"t{i}", "roles": ["x"]} for i in range(20)],
