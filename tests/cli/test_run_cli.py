@@ -238,7 +238,7 @@ def test_kill_9_then_resume_runs_only_what_had_not_finished(tmp_path):
     wait_for(two_running_after_two_done)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-    (tmp_path / "release").touch()  # the orphans of the dead orchestrator may end now
+    (tmp_path / "release").touch()  # the second attempts will not block
     p = abreast(tmp_path, "resume", "k1", "-q")
     assert p.returncode == 0, p.stderr
     events = events_of(db, "k1")
@@ -246,7 +246,10 @@ def test_kill_9_then_resume_runs_only_what_had_not_finished(tmp_path):
     interrupted = [(e.target, e.attempt) for e in events if isinstance(e, ExecutionFinished) and e.outcome == "interrupted"]
     assert sorted(interrupted) == [("t3", 1), ("t4", 1)]
     runs = (tmp_path / "ran").read_text().split("\n")
-    assert sorted(r for r in runs if r.startswith("t")) == ["t1 1", "t2 1", "t3 1", "t3 2", "t4 1", "t4 2"]
+    # The first attempts on t3 and t4 were stopped by resume: on a busy machine perhaps
+    # before their shells had written anything.
+    ran = sorted(r for r in runs if r.startswith("t"))
+    assert [r for r in ran if r not in ("t3 1", "t4 1")] == ["t1 1", "t2 1", "t3 2", "t4 2"]
     assert runs.count("finished") == 1
     assert isinstance(events[-1], DeploymentFinished) and events[-1].outcome == "succeeded"
     assert events[-1].at >= max(e.at for e in events[:-1])
