@@ -138,8 +138,10 @@ class LocalAdapter:
         with trio.move_on_after(self.grace):
             while any(_running(pid) for pids in members.values() for pid in pids):
                 await trio.sleep(0.05)
-        for group in members:
-            _killpg(group, signal.SIGKILL)  # what did not stop, and stragglers
+        for group, pids in members.items():
+            # A group with a member still running cannot have been reused: KILL it.
+            if any(_running(pid) for pid in pids):
+                _killpg(group, signal.SIGKILL)
         return len(members)
 
     # -- subprocess.Popen (any folder) --------------------------------------------------------

@@ -260,15 +260,17 @@ def test_resume_stops_what_the_dead_orchestrator_left_running_before_running_it_
     # sleep child each); after kill -9 of the orchestrator they keep running. `resume`
     # must stop them (their whole process groups) before the second attempts start,
     # or a command would run twice at once on one target. Each second attempt checks
-    # (in /proc: an orphan's zombie may linger, waiting for init to reap it).
+    # in /proc (an orphan's zombie may linger, waiting for init to reap it; its pid may
+    # be reused, hence the look at the environment).
     scenario(tmp_path, {
         "targets": [{"name": "t1", "roles": ["app"]}, {"name": "t2", "roles": ["app"]}],
         "steps": [{
             "name": "deploy",
             "roles": ["app"],
             "run": 'if [ "$ABREAST_ATTEMPT" = 1 ]; then echo $$ > "pid-$ABREAST_TARGET"; while :; do sleep 0.05; done; fi; '
-                   'state=$(cut -d" " -f3 "/proc/$(cat "pid-$ABREAST_TARGET")/stat" 2>/dev/null); '
-                   'if [ -n "$state" ] && [ "$state" != Z ]; then echo "$ABREAST_TARGET overlap" >> ran; fi; '
+                   'p=/proc/$(cat "pid-$ABREAST_TARGET"); state=$(cut -d" " -f3 $p/stat 2>/dev/null); '
+                   'if [ -n "$state" ] && [ "$state" != Z ] && tr "\\0" "\\n" < $p/environ | grep -qx ABREAST_ATTEMPT=1; '
+                   'then echo "$ABREAST_TARGET overlap" >> ran; fi; '
                    'echo "$ABREAST_TARGET $ABREAST_ATTEMPT" >> ran',
         }],
     })
