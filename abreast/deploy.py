@@ -97,14 +97,14 @@ def _drive(core, store, plan, options: dict, log_format: LogFormat, verbose: boo
     except OSError as e:
         bad_input(f"{plan.source}: cannot enter the scenario's folder {workdir}: {e.strerror}")
     scale = options.get("speed", 1.0) if options.get("dry_run", False) else 1.0
-    # A real run gathers only the completions that are already in when it looks; a dry
-    # run models time, and gathers what falls on one instant (1e-9 s) like the simulator.
     def on_orphans(groups: int) -> None:
         logger().warning(
             "orphans.stopped", deployment=core.deployment, process_groups=groups,
             note="commands the previous orchestrator left running were stopped before resuming",
         )
 
+    # A real run gathers only the completions that are already in when it looks; a dry
+    # run models time, and gathers what falls on one instant (1e-9 s) like the simulator.
     runtime = Runtime(
         core, store, adapter_for, workdir, on_events=on_events, resume_at=resume_at, options=options,
         time_scale=scale, gather=INSTANT if options.get("dry_run", False) else 0.0, on_orphans=on_orphans,
