@@ -112,20 +112,26 @@ class LocalAdapter:
 
     # -- after a crash -------------------------------------------------------------------
 
-    async def stop_orphans(self, deployment: str) -> int:
-        """Stop what a dead orchestrator left running for `deployment`: the process
-        groups of every live process whose environment says ABREAST_DEPLOYMENT is it
-        (each command carries it; a group holds what the command started). TERM, then
-        KILL after the grace period. Returns how many groups there were. Needs /proc
-        (Linux); elsewhere finds nothing."""
+    async def stop_orphans(self, deployment: str, attempts: set[tuple[str, str | None, int]]) -> int:
+        """Stop what a dead orchestrator left running of `attempts` (step, target or None,
+        attempt) of `deployment`: the process groups of every live process whose
+        environment names one of them (each command carries ABREAST_DEPLOYMENT,
+        ABREAST_STEP, ABREAST_TARGET and ABREAST_ATTEMPT; a group holds what the command
+        started). TERM, then KILL after the grace period. Returns how many groups there
+        were. Needs /proc (Linux); elsewhere finds nothing."""
         needle = f"ABREAST_DEPLOYMENT={deployment}".encode()
+        wanted = {(step, target or "", str(attempt)) for step, target, attempt in attempts}
         ours = os.getpgrp()
         members: dict[int, list[int]] = {}
         for pid in _pids():
             try:
                 with open(f"/proc/{pid}/environ", "rb") as f:
-                    if needle not in f.read().split(b"\0"):
-                        continue
+                    environ = f.read().split(b"\0")
+                if needle not in environ:
+                    continue
+                env = dict(v.decode("utf-8", "replace").partition("=")[::2] for v in environ if v.startswith(b"ABREAST_"))
+                if (env.get("ABREAST_STEP"), env.get("ABREAST_TARGET"), env.get("ABREAST_ATTEMPT")) not in wanted:
+                    continue  # another attempt, or the same id in another project's log
                 group = os.getpgid(pid)
             except (OSError, ProcessLookupError):
                 continue  # gone, or not ours to read

@@ -61,10 +61,11 @@ class Adapter(Protocol):
         """Run one attempt to its end; on cancellation stop it, then re-raise."""
         ...
 
-    # Optional: `async def stop_orphans(self, deployment: str) -> int`. On resume, before
-    # anything runs again, the runtime asks each adapter that has it to stop the work a
-    # dead orchestrator left running for that deployment (the local adapter: process
-    # groups), and to say how many it stopped, so that no execution runs twice at once.
+    # Optional: `async def stop_orphans(self, deployment: str, attempts: set[tuple[str,
+    # str | None, int]]) -> int`. On resume, before anything runs again, the runtime asks
+    # each adapter that has it to stop the work a dead orchestrator left running for
+    # those attempts (step, target, attempt) of that deployment (the local adapter:
+    # process groups), and to say how many it stopped, so that no execution runs twice.
 
 
 AdapterFor = Callable[[Target | None], Adapter]

@@ -213,14 +213,19 @@ class Runtime:
     async def _stop_orphans(self) -> None:
         """Resuming after a crash: what the dead orchestrator started may still run.
         Every adapter that can stops it first (see engine/adapter.py)."""
+        core = self.core
+        attempts = set()
+        for s, k, attempt in core.running_executions():
+            t = core.exec_targets[s][k]
+            attempts.add((core.step_names[s], core.target_names[t] if t != SERVER else None, attempt))
         asked: list[object] = []
-        for target in (*self.core.plan.targets, None):
+        for target in (*core.plan.targets, None):
             adapter = self.adapter_for(target)
             stop = getattr(adapter, "stop_orphans", None)
             if stop is None or any(a is adapter for a in asked):
                 continue
             asked.append(adapter)
-            stopped = await stop(self.core.deployment)
+            stopped = await stop(core.deployment, attempts)
             if stopped and self.on_orphans is not None:
                 self.on_orphans(stopped)
 

@@ -101,20 +101,24 @@ async def test_a_command_that_ignores_term_is_killed_after_the_grace_period(tmp_
     assert not alive(pid)
 
 
-async def test_stop_orphans_stops_the_process_groups_of_its_deployment_only(tmp_path):
+async def test_stop_orphans_stops_the_process_groups_of_the_given_attempts_only(tmp_path):
     import subprocess
 
-    def shell(deployment: str) -> subprocess.Popen:
-        env = dict(os.environ, ABREAST_DEPLOYMENT=deployment)
+    def shell(deployment: str, target: str) -> subprocess.Popen:
+        env = dict(os.environ, ABREAST_DEPLOYMENT=deployment, ABREAST_STEP="deploy", ABREAST_TARGET=target, ABREAST_ATTEMPT="1")
         return subprocess.Popen(["/bin/sh", "-c", "sleep 60 & wait"], env=env, start_new_session=True)
 
-    mine, other = shell("mine"), shell("other")
+    mine = shell("d1", "web-01")
+    same_id_other_attempt = shell("d1", "web-02")  # e.g. the same id in another project's log
+    other = shell("d2", "web-01")
     try:
         await trio.sleep(0.2)  # the sleeps have started, in the shells' groups
-        assert await LocalAdapter(grace=2.0).stop_orphans("mine") == 1
+        adapter = LocalAdapter(grace=2.0)
+        assert await adapter.stop_orphans("d1", {("deploy", "web-01", 1)}) == 1
         assert mine.wait(timeout=5) is not None  # TERM ended the shell (and its group)
-        assert other.poll() is None  # another deployment's command runs on
-        assert await LocalAdapter(grace=2.0).stop_orphans("nobody") == 0
+        assert same_id_other_attempt.poll() is None and other.poll() is None
+        assert await adapter.stop_orphans("d1", {("deploy", "web-01", 2)}) == 0
     finally:
-        os.killpg(other.pid, 9)
-        other.wait()
+        for proc in (same_id_other_attempt, other):
+            os.killpg(proc.pid, 9)
+            proc.wait()
