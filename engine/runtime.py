@@ -214,7 +214,7 @@ class Runtime:
         """Resuming after a crash: what the dead orchestrator started may still run.
         Every adapter that can stops it first (see engine/adapter.py)."""
         core = self.core
-        attempts = set()
+        attempts: set[tuple[str, str | None, int]] = set()
         for s, k, attempt in core.running_executions():
             t = core.exec_targets[s][k]
             attempts.add((core.step_names[s], core.target_names[t] if t != SERVER else None, attempt))
