@@ -87,8 +87,21 @@ def export(id: IdArg, db: DbOption = None) -> None:
     to_jsonl(events, sys.stdout.buffer)
 
 
-@history.command("import", epilog="Example:\n\n  abreast history import release-42.jsonl --db other.db")
-def import_(file: Annotated[Path, typer.Argument(help="JSON Lines, as `history export` writes them.")], db: DbOption = None) -> None:
+@history.command(
+    "import",
+    epilog=(
+        "Examples:\n\n  abreast history import release-42.jsonl --db other.db\n\n"
+        "  abreast simulate deploy.yaml --set max_parallel_targets=5 --events five.jsonl\n\n"
+        "  abreast history import five.jsonl --id what-if-5"
+    ),
+)
+def import_(
+    file: Annotated[Path, typer.Argument(help="JSON Lines, as `history export` or `simulate --events` write them.")],
+    db: DbOption = None,
+    as_id: Annotated[
+        str | None, typer.Option("--id", help="Store it under this id instead of its own (simulated logs are all 'simulation').")
+    ] = None,
+) -> None:
     """Store a recorded deployment from JSON Lines. It is checked first: one deployment,
     seq 1, 2, 3 … without gaps, starting with deployment.started, and every event legal
     under the rules (it is folded through the scheduling core)."""
@@ -112,6 +125,9 @@ def import_(file: Annotated[Path, typer.Argument(help="JSON Lines, as `history e
     ids = {e.deployment for e in events}
     if len(ids) != 1:
         bad_input(f"{file}: holds events of {len(ids)} deployments ({', '.join(sorted(ids))}); import one at a time")
+    if as_id:
+        events = [msgspec.structs.replace(e, deployment=as_id) for e in events]
+        first = events[0]
     try:
         core = Core(plan_from_builtins(first.plan), first.deployment)
     except msgspec.ValidationError as e:
@@ -124,7 +140,7 @@ def import_(file: Annotated[Path, typer.Argument(help="JSON Lines, as `history e
     store = open_db(db)
     try:
         if store.exists(first.deployment):
-            bad_input(f"deployment {first.deployment!r} already exists in {store.path}")
+            bad_input(f"deployment {first.deployment!r} already exists in {store.path}; import it under another with --id")
         store.append(events)
     except StoreError as e:
         bad_input(str(e))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -389,12 +389,3 @@ class SqliteStore:
 def open_store(path: str | Path | None) -> SqliteStore:
     """The SQLite store at `path` (default: `default_db_path()`)."""
     return SqliteStore(path if path is not None else default_db_path())
-
-
-def import_events(store: EventStore, events: Iterable[AnyEvent]) -> str:
-    """Store a whole recorded deployment (from JSON Lines); returns its id."""
-    batch = list(events)
-    if not batch:
-        raise StoreError("no events to import")
-    store.append(batch)
-    return batch[0].deployment

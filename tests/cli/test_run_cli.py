@@ -120,6 +120,24 @@ def test_the_database_can_come_from_the_environment(tmp_path):
     assert (tmp_path / "elsewhere.db").exists() and not (tmp_path / ".abreast").exists()
 
 
+def test_two_simulated_logs_go_into_one_history_under_ids_of_their_own(tmp_path):
+    scenario(tmp_path, {
+        "targets": [{"name": f"web-{i}", "roles": ["web"]} for i in range(1, 5)],
+        "steps": [{"name": "deploy", "roles": ["web"], "duration": 10}],
+    })
+    for window in (1, 4):
+        p = abreast(tmp_path, "simulate", "deploy.yaml", "--set", f"max_parallel_targets={window}", "--events", f"w{window}.jsonl")
+        assert p.returncode == 0, p.stderr
+    assert abreast(tmp_path, "history", "import", "w1.jsonl").stdout.strip() == "simulation"
+    clash = abreast(tmp_path, "history", "import", "w4.jsonl")
+    assert clash.returncode == 2 and "import it under another with --id" in clash.stderr
+    assert abreast(tmp_path, "history", "import", "w4.jsonl", "--id", "window-4").stdout.strip() == "window-4"
+    listed = {d["id"]: d for d in json.loads(abreast(tmp_path, "history", "list", "--format", "json").stdout)}
+    assert set(listed) == {"simulation", "window-4"}
+    shown = json.loads(abreast(tmp_path, "history", "show", "window-4", "--format", "json").stdout)
+    assert (shown["deployment"], shown["makespan"]) == ("window-4", 10)
+
+
 def test_import_rejects_a_history_that_breaks_the_rules(tmp_path):
     scenario(tmp_path, SIMPLE)
     abreast(tmp_path, "run", "deploy.yaml", "--id", "rel-1", "-q")
