@@ -27,16 +27,23 @@ class Format(str, Enum):
     json = "json"
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from abreast import __version__
+        from simulator import sim
+
+        build = "pure Python" if sim.__file__.endswith(".py") else "compiled with mypyc"
+        typer.echo(f"abreast {__version__} ({build})")
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """abreast: deployment steps side by side, an event log of every deployment, what-if in virtual time."""
-    if version:
-        from abreast import __version__
-
-        typer.echo(f"abreast {__version__}")
-        raise typer.Exit(EXIT_OK)
 
 
 def bad_input(message: str) -> NoReturn:

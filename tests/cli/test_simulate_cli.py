@@ -133,3 +133,13 @@ def test_every_bundled_scenario_simulates(path):
 
 def test_at_least_five_scenarios_ship():
     assert len(SCENARIOS) >= 5
+
+
+def test_version_says_which_build_runs():
+    import simulator.sim
+    from abreast import __version__
+
+    p = abreast("--version", cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    build = "pure Python" if simulator.sim.__file__.endswith(".py") else "compiled with mypyc"
+    assert p.stdout == f"abreast {__version__} ({build})\n"
