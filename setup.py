@@ -1,7 +1,8 @@
 """Build-time only: compile the hot modules with mypyc when it can be done.
 
 The scheduling core and the simulator's loop are plain, fully typed Python; mypyc
-compiles those same sources into C extensions (the simulator runs about 1.4x faster).
+compiles those same sources into C extensions (the simulator's loop runs about
+1.4x faster; a whole 1M-execution `abreast simulate`, 1.25x).
 Nothing else changes: when mypyc or a C compiler is missing, the type check fails, or
 ABREAST_PURE=1 is set, abreast installs as the pure-Python modules it is built from.
 
