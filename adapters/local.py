@@ -71,7 +71,7 @@ class LocalAdapter:
         os.set_blocking(r, False)
         pidfd = -1
         try:
-            await _pump_fd(r, output)
+            await _pump(r, output)
             # End of output almost always means the shell has exited: reap it without
             # waiting; only a shell that closed its output early needs watching.
             done, status = os.waitpid(pid, os.WNOHANG)
@@ -168,7 +168,8 @@ class LocalAdapter:
         except OSError as e:
             return AttemptResult("failed", None, f"cannot start {self.shell}: {e}")
         try:
-            await _pump(proc.stdout, output)
+            assert isinstance(proc.stdout, trio.lowlevel.FdStream)  # stdout=PIPE on Unix
+            await _pump(proc.stdout.fileno(), output)  # the stream owns and closes the descriptor
             code = await proc.wait()
         except trio.Cancelled:
             with trio.CancelScope(shield=True):
@@ -225,9 +226,10 @@ def _killpg(pgid: int, sig: signal.Signals) -> None:
         pass
 
 
-async def _pump_fd(fd: int, output: OutputSink) -> None:
-    """`_pump` for a non-blocking pipe read straight from its descriptor: no stream
-    object, one wait per chunk (the cheap path for thousands of short commands)."""
+async def _pump(fd: int, output: OutputSink) -> None:
+    """Feed a non-blocking pipe to `output` one decoded line at a time, read straight
+    from its descriptor: no stream object, one wait per chunk (cheap for thousands of
+    short commands)."""
     pending = b""
     while True:
         # Wait first: a command just started has rarely written anything yet.
@@ -238,20 +240,6 @@ async def _pump_fd(fd: int, output: OutputSink) -> None:
             continue
         if not chunk:
             break
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for line in complete:
-            output(line.decode("utf-8", "replace").rstrip("\r"))
-    if pending:
-        output(pending.decode("utf-8", "replace").rstrip("\r"))
-
-
-async def _pump(stream: trio.abc.ReceiveStream | None, output: OutputSink) -> None:
-    """Feed a byte stream to `output` one decoded line at a time."""
-    if stream is None:
-        return
-    pending = b""
-    async for chunk in stream:
         pending += chunk
         *complete, pending = pending.split(b"\n")
         for line in complete:
