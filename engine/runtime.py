@@ -112,8 +112,9 @@ class Runtime:
             if not core.started:
                 await self._commit(core.begin(now, wall, self.options))
             else:
-                if core.running_executions():
-                    await self._stop_orphans()
+                interrupted = core.running_executions()
+                if interrupted:
+                    await self._stop_orphans(interrupted)
                     now, wall = self._now(), self.wall_clock()
                 await self._commit(core.interrupt_running(now, wall) + core.advance(now, wall))
             self._launch()
@@ -210,12 +211,13 @@ class Runtime:
         for order, s, k, attempt in self.core.take_starts():
             self._nursery.start_soon(self._execute, order, s, k, attempt, started_at)
 
-    async def _stop_orphans(self) -> None:
-        """Resuming after a crash: what the dead orchestrator started may still run.
-        Every adapter that can stops it first (see engine/adapter.py)."""
+    async def _stop_orphans(self, interrupted: list[tuple[int, int, int]]) -> None:
+        """Resuming after a crash: what the dead orchestrator started of the `interrupted`
+        executions (step, k, attempt) may still run. Every adapter that can stops it
+        first (see engine/adapter.py)."""
         core = self.core
         attempts: set[tuple[str, str | None, int]] = set()
-        for s, k, attempt in core.running_executions():
+        for s, k, attempt in interrupted:
             t = core.exec_targets[s][k]
             attempts.add((core.step_names[s], core.target_names[t] if t != SERVER else None, attempt))
         asked: list[object] = []
