@@ -1,4 +1,5 @@
-"""Small helpers shared by the tests: build plans from YAML text, simulate, tabulate."""
+"""Small helpers shared by the tests: build plans from YAML text, simulate, tabulate,
+and tell whether a process still runs."""
 
 from __future__ import annotations
 
@@ -31,3 +32,13 @@ def runs(report: Report) -> list[tuple[str, str | None, int, float, float, str]]
 def steps(report: Report) -> dict[str, tuple[str | None, float | None, float | None]]:
     """step name -> (outcome, start, end)."""
     return {s.name: (s.outcome, s.start, s.end) for s in report.steps.values()}
+
+
+def alive(pid: int) -> bool:
+    """The process runs: it exists and is not a zombie (a zombie is dead for our purpose;
+    an orphan's may wait a while for init to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False

@@ -12,6 +12,7 @@ import trio
 from adapters.local import LocalAdapter
 from engine.adapter import ExecutionRequest
 from engine.plan import Step, Target
+from tests.helpers import alive
 
 
 def request(tmp_path: Path, run: str | None, target: str | None = "web-01", attempt: int = 1) -> ExecutionRequest:
@@ -22,19 +23,6 @@ def request(tmp_path: Path, run: str | None, target: str | None = "web-01", atte
         attempt=attempt,
         workdir=tmp_path,
     )
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); it is dead for our purpose.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 async def test_the_command_sees_the_four_variables_and_runs_in_the_scenario_folder(tmp_path):

@@ -17,6 +17,7 @@ import yaml
 
 from engine.events import DeploymentFinished, ExecutionFinished, ExecutionStarted, from_jsonl
 from engine.store import SqliteStore
+from tests.helpers import alive
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,14 +64,6 @@ def events_of(db: Path, deployment: str) -> list:
         return s.read(deployment)
     finally:
         s.close()
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 SIMPLE = {
