@@ -49,6 +49,9 @@ class AttemptResult(msgspec.Struct, frozen=True):
     # Adapters that model time (dry-run) say when, on the trio clock, the attempt ended;
     # otherwise it ended when `run` returned.
     ended_clock: float | None = None
+    # An adopted attempt (see `Adapter.adopt`) that ended while nobody watched: how many
+    # seconds after it started it ended, by the target's own record.
+    ended_after: float | None = None
 
 
 OutputSink = Callable[[str], None]  # one line of output, without its newline
@@ -61,6 +64,14 @@ class Adapter(Protocol):
         """Run one attempt to its end; on cancellation stop it, then re-raise."""
         ...
 
+    # Optional: `async def adopt(self, request: ExecutionRequest, output: OutputSink) ->
+    # AttemptResult | None`. On resume, for an attempt the log shows started but not
+    # finished: read the attempt's record on its target (adapters/record.py). No record
+    # (its fate cannot be known): return None, and the runtime records it `interrupted`
+    # and runs it again. Finished: return how it ended, with `ended_after`, and feed its
+    # output. Still running: wait for it exactly as `run` would (output flows, and on
+    # cancellation stop its process group, then re-raise). Never starts anything.
+    #
     # Optional: `async def stop_orphans(self, deployment: str, attempts: set[tuple[str,
     # str | None, int]]) -> int`. On resume, before anything runs again, the runtime asks
     # each adapter that has it to stop the work a dead orchestrator left running for

@@ -1,0 +1,184 @@
+"""The attempt's own record on its target: what resume needs after a crash.
+
+Every real attempt (local or remote) runs under a small POSIX shell wrapper,
+`WRAPPER`, started as the leader of a session (and so a process group) of its own.
+The wrapper, not the orchestrator, keeps the record, so the record outlives the
+orchestrator: killing the orchestrator kills no command and loses no exit status.
+
+One folder per attempt, under the target's state root:
+
+    ROOT/<deployment>/<step>/<target>/<attempt>/
+        started   "PID STARTTIME BOOT_ID\\n" — written by the wrapper before the command
+                  runs; PID is also the process-group id; STARTTIME is field 22 of
+                  /proc/PID/stat (clock ticks since boot) and BOOT_ID the kernel's boot
+                  id, so a reused pid or a rebooted host is never taken for the attempt
+        output    everything the command wrote (stdout and stderr, in order)
+        exit      "STATUS\\n" — written when the command ends; its modification time
+                  is when it ended (on the target's clock, like `started`'s)
+
+Names are made safe for any file system by `key()` (percent-encoding; see there); the
+orchestrator creates the folder before it starts the wrapper. A file is complete only
+when it ends in a newline (each is written with one `write`).
+
+The wrapper's arguments: `$1` the attempt folder, `$2` the working folder (empty: stay
+where the shell starts), `$3` the command. It traps HUP, INT and TERM with a handler
+(not an ignore, which the command would inherit), so a TERM of the group reaches the
+command with its default disposition while the wrapper lives on to write `exit`.
+Its own exit status is the command's (125: the record could not be written, nothing
+ran; 126: the working folder could not be entered, and `exit` says so).
+
+This module is pure apart from the small file readers at the bottom: both adapters,
+local and ssh, use the same wrapper text and the same parsing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from urllib.parse import quote
+
+WRAPPER = r"""d=$1 w=$2 c=$3
+trap : HUP INT TERM
+s= b=
+{ read -r s </proc/$$/stat; read -r b </proc/sys/kernel/random/boot_id; } 2>/dev/null
+s=${s##*) }
+set -f; set -- $s; set +f
+printf '%s %s %s\n' "$$" "${20}" "$b" >"$d/started" || { echo "abreast: cannot write the attempt record in $d" >&2; exit 125; }
+exec >>"$d/output" 2>&1 </dev/null
+if [ -n "$w" ] && ! cd -- "$w"; then echo 126 >"$d/exit"; exit 126; fi
+/bin/sh -c "$c"
+s=$?
+echo "$s" >"$d/exit"
+exit "$s"
+"""
+
+RECORD_UNWRITABLE = 125  # the wrapper's status when `started` could not be written
+SERVER_KEY = "%server"  # the target folder of a server step (no target); never a key()
+
+
+def key(name: str) -> str:
+    """A file name for any step or target name: percent-encoded (so `/`, `\\0` and
+    non-ASCII cannot escape or break the path), `.`/`..`/empty encoded too, and long
+    names cut with a hash of the whole so two names never share a folder."""
+    safe = quote(name, safe=" -_.,+=@")
+    if safe in ("", ".", ".."):
+        return safe.replace(".", "%2E") or "%"
+    if len(safe) > 120:
+        return safe[:80] + "%~" + hashlib.sha256(name.encode()).hexdigest()[:32]
+    return safe
+
+
+def attempt_path(deployment: str, step: str, target: str | None, attempt: int) -> str:
+    """The attempt's folder, relative to the target's state root."""
+    return "/".join((key(deployment), key(step), SERVER_KEY if target is None else key(target), str(attempt)))
+
+
+class Started(tuple):
+    """(pid, starttime, boot_id) from a `started` file; starttime/boot_id may be ''
+    where the target has no /proc."""
+
+    __slots__ = ()
+
+    @property
+    def pid(self) -> int:
+        return self[0]
+
+    @property
+    def starttime(self) -> str:
+        return self[1]
+
+    @property
+    def boot_id(self) -> str:
+        return self[2]
+
+
+def parse_started(text: str) -> Started | None:
+    """The `started` file's contents, or None while it is missing or incomplete."""
+    if not text.endswith("\n"):
+        return None
+    fields = text.split(" ")
+    if len(fields) != 3 or not fields[0].isdigit():
+        return None
+    return Started((int(fields[0]), fields[1], fields[2].strip()))
+
+
+def parse_exit(text: str) -> int | None:
+    """The `exit` file's contents: the command's exit status, None if incomplete."""
+    if not text.endswith("\n"):
+        return None
+    value = text.strip()
+    return int(value) if value.isdigit() else None
+
+
+class LineSplitter:
+    """Bytes in, complete lines out, in time linear in the input (a 100 MB line is
+    scanned once: only the new bytes are searched for a newline)."""
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+
+    def feed(self, chunk: bytes) -> list[str]:
+        if b"\n" not in chunk:
+            self._pending += chunk
+            return []
+        *complete, rest = chunk.split(b"\n")
+        if self._pending:
+            complete[0] = bytes(self._pending) + complete[0]
+            self._pending = bytearray()
+        self._pending += rest
+        return [line.decode("utf-8", "replace").rstrip("\r") for line in complete]
+
+    def close(self) -> list[str]:
+        """The last line, if the output did not end with a newline."""
+        if not self._pending:
+            return []
+        line = bytes(self._pending).decode("utf-8", "replace").rstrip("\r")
+        self._pending = bytearray()
+        return [line]
+
+
+# -- reading a local record (the ssh adapter reads the same files through the host) ---
+
+
+def read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def proc_starttime(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat (None: no such live process, or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if not fields or fields[0] == b"Z":
+        return None
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def boot_id() -> str:
+    return read_text("/proc/sys/kernel/random/boot_id") or ""
+
+
+def alive(started: Started) -> bool:
+    """Is the wrapper that wrote `started` still running on this machine? A pid reused
+    by another process, or a host that rebooted since, is not it."""
+    if started.boot_id and started.boot_id != boot_id().strip():
+        return False
+    now = proc_starttime(started.pid)
+    return now is not None and (not started.starttime or now == started.starttime)
+
+
+def ended_after(folder: str) -> float | None:
+    """Seconds from `started` to `exit` by their modification times (one clock: the
+    target's), or None if either is missing."""
+    try:
+        return max(0.0, (os.stat(f"{folder}/exit").st_mtime_ns - os.stat(f"{folder}/started").st_mtime_ns) / 1e9)
+    except FileNotFoundError:
+        return None
