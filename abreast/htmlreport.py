@@ -642,11 +642,14 @@ def _label(y: int, row_h: int, text: str, kind: str, extra: str | None = None) -
 
 
 def _path_strip(tl: _Rows, r: int, a: Arrangement, index: dict, ctx: _Ctx) -> None:
+    n = 0
     for link in a.critical_path:
         if link.kind == "execution":
             i = index.get((link.step, link.target, link.attempt))
             ref = f' data-ref="{i}"' if i is not None else ""
-            tl.add(r, f'<rect class="cpx" x="{_num(link.start)}" y="{tl.y(r)}.15" width="{_num(link.end - link.start)}"{ref}/>')
+            n += 1
+            cls = "cpx alt" if n % 2 == 0 else "cpx"
+            tl.add(r, f'<rect class="{cls}" x="{_num(link.start)}" y="{tl.y(r)}.15" width="{_num(link.end - link.start)}"{ref}/>')
         elif link.end - link.start > 1e-9:
             tl.add(
                 r,
