@@ -583,7 +583,8 @@ def _by_target(plan: Plan, a: Arrangement, ctx: _Ctx, index: dict, on_path: set)
     lanes: dict[str | None, list[Attempt]] = {}
     for x in a.attempts:
         lanes.setdefault(x.target, []).append(x)
-    names: list[str | None] = [t for t in order if t in lanes] + [t for t in lanes if t is not None and t not in order]
+    names: list[str | None] = [t for t in order if t in lanes]
+    names += [t for t in lanes if t is not None and t not in order]
     if None in lanes:
         names.append(None)
     waits_by_target: dict[str | None, list[Wait]] = {}
