@@ -170,3 +170,4 @@ def advise(
 # The other commands register themselves on `app`.
 from abreast import deploy as _deploy  # noqa: E402,F401
 from abreast import history as _history  # noqa: E402,F401
+from abreast import reporting as _reporting  # noqa: E402,F401

@@ -82,6 +82,7 @@ class _Log:
                 self.terminal[s] = row.end
             elif row.outcome == "skipped" and row.decided is not None:
                 self.terminal[s] = row.decided
+        self.rows = report.rows
         self.attempts = [a for a in report.rows if a.end is not None]
         self.makespan = report.makespan if report.makespan is not None else max((a.end for a in self.attempts), default=0.0)
         # Only executions that were retried need their attempts side by side.
@@ -101,7 +102,7 @@ class _Log:
         if c.start > a.start + EPS:
             return False
         if self._position is None:  # only zero-length attempts get here: built once, when needed
-            self._position = {id(x): i for i, x in enumerate(self.attempts)}
+            self._position = {id(x): i for i, x in enumerate(self.rows)}
         return self._position[id(c)] < self._position[id(a)]
 
 
@@ -192,9 +193,7 @@ def critical_path(plan: Plan, report: Report, log: _Log | None = None) -> list[L
     log = log or _Log(plan, report)
     ended_at = _EndIndex(log.attempts)
     log.ended_at = ended_at
-    terminal_at: dict[float, list[int]] = defaultdict(list)
-    for s, t in log.terminal.items():
-        terminal_at[round(t, 9)].append(s)
+    terminal_at = _terminal_at(log)
 
     links: list[Link] = []  # backwards
     if not log.attempts:
@@ -227,6 +226,14 @@ def critical_path(plan: Plan, report: Report, log: _Log | None = None) -> list[L
             cur = nxt
     links.reverse()
     return _contiguous(_fold_activations(links), log.makespan)
+
+
+def _terminal_at(log: _Log) -> dict[float, list[int]]:
+    """The steps that became terminal at each instant."""
+    terminal_at: dict[float, list[int]] = defaultdict(list)
+    for s, t in log.terminal.items():
+        terminal_at[round(t, 9)].append(s)
+    return terminal_at
 
 
 def _fold_activations(links: list[Link]) -> list[Link]:
@@ -287,14 +294,16 @@ def _why_started(a: ExecutionRow, log: _Log, ended_at: _EndIndex):  # noqa: ANN2
     activated = log.activated.get(si, 0.0)
     if abs(a.start - activated) <= EPS and a.attempt == 1:
         return f"step {a.step} activated", si, None
-    blocker, cause = _blocker(a, log, ended_at)
+    blocker, _, cause = _blocker(a, log, ended_at)
     if blocker is not None:
         return cause, blocker, None
     # Nothing that ended then explains it (it should not happen): wait from activation.
     return "started", si, Link("wait", activated, a.start, "waited in its step (cause not recorded)", a.step, a.target)
 
 
-def _blocker(a: ExecutionRow, log: _Log, ended_at: _EndIndex) -> tuple[ExecutionRow | None, str]:
+def _blocker(a: ExecutionRow, log: _Log, ended_at: _EndIndex) -> tuple[ExecutionRow | None, str, str]:
+    """What attempt `a` waited for, as (the attempt whose end let it start, the kind of
+    wait — lock, window, resource, priority — and the cause in words)."""
     plan = log.plan
     steps = plan.steps
     step = steps[log.index[a.step]]
@@ -305,18 +314,18 @@ def _blocker(a: ExecutionRow, log: _Log, ended_at: _EndIndex) -> tuple[Execution
         for c in candidates:
             other = steps[log.index[c.step]]
             if c.target == a.target and (plan.isolation_of(step) == "exclusive" or plan.isolation_of(other) == "exclusive"):
-                return c, f"waited for the lock on {a.target} held by {c.step}"
+                return c, "lock", f"waited for the lock on {a.target} held by {c.step}"
     for c in candidates:
         if c.step == a.step:
-            return c, f"waited for a place in {a.step}'s window ({plan.window_of(step)})"
+            return c, "window", f"waited for a place in {a.step}'s window ({plan.window_of(step)})"
     for c in candidates:
         shared = set(step.uses) & set(steps[log.index[c.step]].uses)
         if shared:
-            return c, f"waited for {', '.join(sorted(shared))} held by {c.step}"
+            return c, "resource", f"waited for {', '.join(sorted(shared))} held by {c.step}"
     if candidates:
         c = candidates[0]
-        return c, f"waited behind a higher-priority execution until {c.step} ended"
-    return None, ""
+        return c, "priority", f"waited behind a higher-priority execution until {c.step} ended"
+    return None, "unrecorded", ""
 
 
 def _why_activated(s: int, at: float, log: _Log, ended_at, terminal_at):  # noqa: ANN001, ANN202
@@ -326,6 +335,19 @@ def _why_activated(s: int, at: float, log: _Log, ended_at, terminal_at):  # noqa
         # Prefer a step whose own execution ended then: that is the thing that ran.
         return sorted(steps, key=lambda p: (any(a.step == names[p] for a in ended_at_of(log, at)), p))
 
+    kind, candidates = _activation(s, at, log, terminal_at)
+    if kind == "prerequisite":
+        p = ranked(candidates)[-1]
+        return _enter(p, at, log, f"waited for prerequisite {names[p]}", s)
+    if kind == "step slot":
+        q = ranked(candidates)[-1]
+        return _enter(q, at, log, f"waited for a step slot, freed when {names[q]} ended", s)
+    return Link("wait", 0.0, at, f"step {names[s]} waited (cause not recorded)", names[s]), None
+
+
+def _activation(s: int, at: float, log: _Log, terminal_at: dict[float, list[int]]) -> tuple[str, list[int]]:
+    """Why step s was activated at `at`: ("prerequisite", the prerequisites that ended
+    then), ("step slot", the steps whose end freed a slot then) or ("unrecorded", [])."""
     ended_then = terminal_at.get(round(at, 9), [])
     explicit = log.core.prereq_explicit[s]
     if explicit is None:
@@ -334,15 +356,13 @@ def _why_activated(s: int, at: float, log: _Log, ended_at, terminal_at):  # noqa
     else:
         prereqs = [p for p in ended_then if p in set(explicit)]
     if prereqs:
-        p = ranked(prereqs)[-1]
-        return _enter(p, at, log, f"waited for prerequisite {names[p]}", s)
+        return "prerequisite", prereqs
     # Otherwise a step slot came free: only a step active before this instant held one
     # (a skipped step never did; a step whose roles match nothing held it for no time).
     others = [q for q in ended_then if q != s and q not in log.skipped and log.activated.get(q, at) < at - EPS]
     if others:
-        q = ranked(others)[-1]
-        return _enter(q, at, log, f"waited for a step slot, freed when {names[q]} ended", s)
-    return Link("wait", 0.0, at, f"step {names[s]} waited (cause not recorded)", names[s]), None
+        return "step slot", others
+    return "unrecorded", []
 
 
 def ended_at_of(log: _Log, at: float) -> list[ExecutionRow]:
@@ -381,4 +401,84 @@ def _contiguous(links: list[Link], makespan: float) -> list[Link]:
         t = max(t, link.end)
     if makespan > t + EPS:
         out.append(Link("wait", t, makespan, "steps without executions ended"))
+    return out
+
+
+# --- waits ---------------------------------------------------------------------------------
+
+
+class Wait(msgspec.Struct, frozen=True):
+    """A stretch of time before an attempt started, and what it waited for."""
+
+    step: str
+    target: str | None
+    attempt: int  # the attempt that waited
+    start: float
+    end: float
+    kind: str  # one of WAIT_KINDS
+    cause: str
+
+
+# step slot: its step was ready but max_parallel_steps were active; lock, window,
+# resource: what ended when it started (as on the critical path); priority: a
+# higher-priority execution had reserved what it needed; retry delay: after a failed
+# attempt; unrecorded: nothing in the log explains it (a real run's own overhead).
+WAIT_KINDS = ("step slot", "lock", "window", "resource", "priority", "retry delay", "unrecorded")
+
+
+def waits(plan: Plan, report: Report, log: _Log | None = None) -> list[Wait]:
+    """Every wait of every attempt, in the report's attempt order. An attempt waits from
+    the moment it could have started — its step ready (every prerequisite terminal), or
+    its previous attempt ended — until it started: first for a step slot (until its step
+    was activated), or out its retry delay; then for whatever ended at the instant it
+    started, the same answer the critical path gives (a wait is named after what it
+    waited for last)."""
+    log = log or _Log(plan, report)
+    ended_at = _EndIndex(log.attempts)
+    terminal_at = _terminal_at(log)
+    names = log.core.step_names
+    ready = _ready_times(log)
+    retried = {(a.step, a.target) for a in report.rows if a.attempt > 1}
+    earlier = {(a.step, a.target, a.attempt): a for a in report.rows if (a.step, a.target) in retried} if retried else {}
+    out: list[Wait] = []
+    for a in report.rows:
+        s = log.index[a.step]
+        if a.attempt == 1:
+            since = log.activated.get(s, a.start)
+            if since - ready[s] > EPS:
+                kind, others = _activation(s, since, log, terminal_at)
+                if kind == "step slot":
+                    cause = f"waited for a step slot (max_parallel_steps {plan.policy.max_parallel_steps}), freed when {names[others[-1]]} ended"
+                else:
+                    kind, cause = "unrecorded", f"step {a.step} was ready but not activated (cause not recorded)"
+                out.append(Wait(a.step, a.target, 1, ready[s], since, kind, cause))
+        else:
+            previous = earlier.get((a.step, a.target, a.attempt - 1))
+            if previous is None or previous.end is None:
+                continue
+            delay = 0.0 if previous.outcome == "interrupted" else plan.steps[s].retry_delay
+            since = round(previous.end + delay, 9)
+            if delay > 0 and a.start - previous.end > EPS:
+                cause = f"retry delay of {delay:g}s after attempt {previous.attempt} {previous.outcome}"
+                out.append(Wait(a.step, a.target, a.attempt, previous.end, min(since, a.start), "retry delay", cause))
+        if a.start - since > EPS:
+            _, kind, cause = _blocker(a, log, ended_at)
+            out.append(Wait(a.step, a.target, a.attempt, since, a.start, kind, cause or "waited in its step (cause not recorded)"))
+    return out
+
+
+def _ready_times(log: _Log) -> list[float]:
+    """For each step, when its last prerequisite became terminal; without any, when the
+    deployment began (its first pass: a real run's log starts a little after 0)."""
+    core = log.core
+    n = core.n_steps
+    began = min(log.activated.values(), default=0.0)
+    terminal = [log.terminal.get(s, began) for s in range(n)]
+    prefix_max = [began] * (n + 1)  # prefix_max[k]: the latest end among steps < k
+    for s in range(n):
+        prefix_max[s + 1] = max(prefix_max[s], terminal[s])
+    out = []
+    for s in range(n):
+        explicit = core.prereq_explicit[s]
+        out.append(prefix_max[core.prereq_prefix[s] or 0] if explicit is None else max((terminal[p] for p in explicit), default=began))
     return out
