@@ -162,6 +162,9 @@ def import_(
         bad_input(f"{file}:{numbers[0]}: the plan in deployment.started is not valid: {e}")
     except ScenarioError as e:
         bad_input(str(e))
+    why = _options_problem(first.options)
+    if why:
+        bad_input(f"{file}:{numbers[0]}: the options in deployment.started: {why}")
     try:
         verify(events, plan)
     except LogError as e:
@@ -180,6 +183,20 @@ def import_(
         store.add_output(lines)
     typer.echo(first.deployment)
     raise typer.Exit(EXIT_OK)
+
+
+def _options_problem(options: dict) -> str | None:
+    """How the deployment was run (what `resume` goes on with): the values `run` takes."""
+    import math
+
+    dry_run, speed, seed = options.get("dry_run", False), options.get("speed", 1.0), options.get("seed", 0)
+    if not isinstance(dry_run, bool):
+        return f"dry_run: expected true or false, got {dry_run!r}"
+    if isinstance(speed, bool) or not isinstance(speed, int | float) or not math.isfinite(speed) or speed <= 0:
+        return f"speed: expected a finite number > 0, got {speed!r}"
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        return f"seed: expected an integer, got {seed!r}"
+    return None
 
 
 @history.command(epilog="Example:\n\n  abreast history logs 20261127-101500-3fa2c1 --step 'deploy web' --target web-02")

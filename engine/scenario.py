@@ -167,8 +167,11 @@ def open_regular(path: str, flags: int) -> int:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            kind = "a folder" if stat.S_ISDIR(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file"
-            raise NotRegularFile(kind)
+            if stat.S_ISDIR(mode):
+                raise NotRegularFile("a folder")
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                raise NotRegularFile("a device")
+            raise NotRegularFile("a FIFO" if stat.S_ISFIFO(mode) else "a socket or other special file")
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
@@ -430,6 +433,8 @@ def show_value(value: Any) -> str:
         return "null"
     if isinstance(value, list | dict):
         return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str) and parse_value(value) != value:
+        return json.dumps(value, ensure_ascii=False)  # "yes", "12", "null": text, quoted
     return str(value)
 
 
@@ -575,6 +580,9 @@ def _plain_key(key: Any) -> bool:
 
 def _msgspec_problem(e: msgspec.ValidationError) -> Problem:
     text = str(e)
+    key = re.fullmatch(r"(.*) - at `key` in `(.*)`", text)
+    if key:  # a mapping key of the wrong type (YAML reads `1:` or `yes:` as a number, a bool)
+        return Problem(key.group(2), f"every key must be text: {_lower_first(key.group(1))} (quote the key)")
     message, sep, where = text.rpartition(" - at `")
     if sep:
         where = where.rstrip("`")

@@ -116,6 +116,7 @@ SCENARIOS = [
     Bad("a lone surrogate (YAML refuses it)", "s.yaml", 'steps:\n  - {name: "\\ud800", duration: 1}\n', "not valid YAML"),
     Bad("a lone surrogate (JSON)", "s.json", '{"steps": [{"name": "a", "duration": 1, "run": "echo \\ud800"}]}', "$.steps[0].run: a lone surrogate"),
     Bad("nested too deeply", "s.json", '{"steps": ' + "[" * 100000 + "]" * 100000 + "}", "s.json"),
+    Bad("a number as a key", "s.yaml", "resources: {1: 2}\n" + yaml_step("    duration: 1\n"), "every key must be text"),
     Bad("not a scenario suffix", "s.txt", "steps: []", "expected a .yaml, .yml, .toml or .json file"),
 ]
 

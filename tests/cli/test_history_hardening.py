@@ -160,6 +160,7 @@ def test_an_execution_that_starts_out_of_turn_is_refused(recorded):
         ("a plan with a broken reference", lambda ls: ls[0]["plan"]["steps"][1].update(depends_on=["nope"]), "$.steps[1].depends_on[0]: no step named 'nope'"),
         ("a plan that is not a plan", lambda ls: ls[0].update(plan={"steps": "many"}), "the plan in deployment.started is not valid"),
         ("time that is not a number", lambda ls: ls[3].update(at=None), "bad.jsonl:4: not an event"),
+        ("a speed that is no speed", lambda ls: ls[0]["options"].update(dry_run=True, speed=0), "the options in deployment.started: speed"),
         ("an id with a control character", lambda ls: [d.update(deployment="rel\x1b[2J") for d in ls], "control characters"),
         ("output of an attempt that never ran", lambda ls: ls[-1].update(attempt=7), "an attempt the log never started"),
         ("an event after the output", lambda ls: ls.append(dict(ls[3])), "an event after the output lines"),
