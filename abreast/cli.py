@@ -66,15 +66,30 @@ def simulate(
             result = run_simulation(plan, seed=seed, sink=sink)
     except MissingDuration as e:
         bad_input(f"{scenario}: {e}")
+    except OSError as e:  # writing --events: a full disk
+        out, broken = None, out
+        if broken is not None:
+            _close_quietly(broken)
+        bad_input(f"{events}: cannot write: {e.strerror or e}")
     finally:
         if out is not None:
-            out.close()
+            try:
+                out.close()  # writes what is left in the buffer
+            except OSError as e:
+                bad_input(f"{events}: cannot write: {e.strerror or e}")
     if format is Format.json:
         sys.stdout.buffer.write(render.simulation_json(result, seed, plan))
         sys.stdout.buffer.write(b"\n")
     else:
         render.simulation_table(result, plan, seed)
     raise typer.Exit(outcome_exit(result.report.outcome))
+
+
+def _close_quietly(f) -> None:  # noqa: ANN001
+    try:
+        f.close()
+    except OSError:
+        pass  # already reported
 
 
 def main() -> None:

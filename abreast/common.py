@@ -96,13 +96,22 @@ def using_store(db: Path | None, write: bool = False) -> Iterator:
 
 def run_app() -> None:
     """Run the CLI. What no command caught still reaches people as one line: a store
-    error (exit 2), Ctrl-C (exit 130)."""
+    error, an output that cannot be written (a full disk) — exit 2; a reader that went
+    away (`| head`) ends it quietly."""
+    import sys
+
     from engine.store import StoreError
 
     try:
         app()
     except StoreError as e:
         typer.echo(f"error: {e}", err=True)
+        raise SystemExit(EXIT_BAD_INPUT) from None
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        raise SystemExit(EXIT_FAILED) from None
+    except OSError as e:
+        typer.echo(f"error: cannot write the output: {e.strerror or e}", err=True)
         raise SystemExit(EXIT_BAD_INPUT) from None
 
 

@@ -248,3 +248,16 @@ def test_history_logs_of_a_step_or_target_that_does_not_exist_is_refused(tmp_pat
     refused(abreast(tmp_path, "history", "logs", "r", "--target", "nope"), "no target 'nope'")
     ok = abreast(tmp_path, "history", "logs", "r", "--step", "a", "--target", "t")
     assert ok.returncode == 0 and ok.stdout == "a @ t #1 | hi\n"
+
+
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    (tmp_path / "s.yaml").write_text(GOOD_YAML)
+    refused(abreast(tmp_path, "simulate", "s.yaml", "--events", "/dev/full"), "/dev/full: cannot write: No space left on device")
+    assert abreast(tmp_path, "simulate", "s.yaml", "--events", "s.jsonl").returncode == 0
+    assert abreast(tmp_path, "history", "import", "s.jsonl").returncode == 0
+    env = {k: v for k, v in os.environ.items() if k != "ABREAST_DB"} | {"PYTHONPATH": str(ROOT)}
+    with open("/dev/full", "w") as full:
+        p = subprocess.run([sys.executable, "-m", "abreast", "history", "export", "simulation"], stdout=full, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env, timeout=15)
+    assert p.returncode == 2 and p.stderr == "error: cannot write the output: No space left on device\n"

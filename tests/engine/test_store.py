@@ -224,3 +224,16 @@ def test_a_device_or_a_folder_is_no_store(tmp_path):
         SqliteStore("/dev/zero")
     with pytest.raises(StoreError, match="not a regular file"):
         SqliteStore(tmp_path)
+
+
+def test_a_full_disk_is_a_store_error_that_says_so_and_leaves_the_stream_as_it_was(tmp_path):
+    s = SqliteStore(tmp_path / "x.db")
+    s.append([started("d1")])
+    pages = s.conn.execute("PRAGMA page_count").fetchone()[0]
+    s.conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own "database or disk is full"
+    with pytest.raises(StoreError, match="cannot append events: the disk is full"):
+        s.append([StepStarted(deployment="d1", seq=n, at=float(n), step="x" * 2000) for n in range(2, 50)])
+    with pytest.raises(StoreError, match="cannot store output: the disk is full"):
+        s.add_output([OutputLine("d1", "a", None, 1, n, "y" * 2000) for n in range(1, 50)])
+    assert [e.seq for e in s.read("d1")] == [1]
+    s.close()
