@@ -208,7 +208,7 @@ SETS = [
     ("simulate", "max_parallel_steps", "--set max_parallel_steps: expected KEY=VALUE"),
     ("whatif", "steps.push.window=1,0", "--set steps.push.window=0: $.steps[0].window: expected `int` >= 1 (with steps.push.window=0)"),
     ("whatif", "steps.push.failure_rate=0,.nan", "--set steps.push.failure_rate=.nan: $.steps[0].failure_rate: expected a finite number"),
-    ("whatif", "steps.upgrade.depends_on=[nope]", "--set steps.upgrade.depends_on=[\"nope\"]: $.steps[1].depends_on[0]: no step named 'nope'"),
+    ("whatif", "steps.upgrade.depends_on=[nope]", "--set steps.upgrade.depends_on=[nope]: $.steps[1].depends_on[0]: no step named 'nope'"),
     ("whatif", "steps.upgrade.window=", "--set steps.upgrade.window=: expected KEY=V1,V2"),
 ]
 
