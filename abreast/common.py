@@ -150,10 +150,18 @@ def check_id(value: str | None) -> str | None:
     return value
 
 
+def speed_problem(value: object) -> str | None:
+    """Why `value` cannot be a dry run's speed (None: it can): a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        return f"expected a finite number > 0, got {value!r}"
+    return None
+
+
 def check_speed(value: float) -> float:
-    """A typer callback for `--speed`: a finite number > 0 (nan and inf pass a range check)."""
-    if not math.isfinite(value) or value <= 0:
-        raise typer.BadParameter(f"expected a finite number > 0, got {value}")
+    """A typer callback for `--speed` (nan and inf pass typer's range check)."""
+    why = speed_problem(value)
+    if why:
+        raise typer.BadParameter(why)
     return value
 
 

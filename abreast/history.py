@@ -9,7 +9,7 @@ from typing import Annotated
 import msgspec
 import typer
 
-from abreast.common import EXIT_OK, DbOption, Format, app, bad_input, check_id, id_problem, printable, using_store
+from abreast.common import EXIT_OK, DbOption, Format, app, bad_input, check_id, id_problem, printable, speed_problem, using_store
 
 history = typer.Typer(
     help="Recorded deployments: list, show, export, import, logs.",
@@ -187,13 +187,11 @@ def import_(
 
 def _options_problem(options: dict) -> str | None:
     """How the deployment was run (what `resume` goes on with): the values `run` takes."""
-    import math
-
     dry_run, speed, seed = options.get("dry_run", False), options.get("speed", 1.0), options.get("seed", 0)
     if not isinstance(dry_run, bool):
         return f"dry_run: expected true or false, got {dry_run!r}"
-    if isinstance(speed, bool) or not isinstance(speed, int | float) or not math.isfinite(speed) or speed <= 0:
-        return f"speed: expected a finite number > 0, got {speed!r}"
+    if speed_problem(speed):
+        return f"speed: {speed_problem(speed)}"
     if isinstance(seed, bool) or not isinstance(seed, int):
         return f"seed: expected an integer, got {seed!r}"
     return None

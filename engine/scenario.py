@@ -296,15 +296,26 @@ def _json_loads(text: str) -> Any:
 
 
 def _toml_hint(e: Exception, text: str) -> str:
-    """TOML refuses a key given twice ("Cannot overwrite a value"); say which key."""
+    """TOML refuses a key given twice ("Cannot overwrite a value"); say which key, and
+    where: the table it is in (the last `[table]` or `[[array]]` header above it)."""
     message = _one_line(e)
     found = re.search(r"Cannot overwrite a value \(at line (\d+)", message)
-    if found:
-        lines = text.splitlines()
-        n = int(found.group(1))
-        key = lines[n - 1].split("=", 1)[0].strip() if 0 < n <= len(lines) else ""
-        return f"duplicate key {key!r} at line {n}: a table takes each key once ({message})" if key else message
-    return message
+    lines = text.splitlines()
+    n = int(found.group(1)) if found else 0
+    if not 0 < n <= len(lines) or "=" not in lines[n - 1]:
+        return message
+    key = lines[n - 1].split("=", 1)[0].strip().strip("\"'")
+    table, counts = "$", {}
+    for line in lines[: n - 1]:
+        header = re.match(r"\s*(\[\[?)\s*([^\]]+?)\s*\]", line)
+        if header:
+            name = header.group(2).replace('"', "")
+            if header.group(1) == "[[":
+                counts[name] = counts.get(name, -1) + 1
+                table = f"$.{name}[{counts[name]}]"
+            else:
+                table = f"$.{name}"
+    return f"duplicate key {key!r} at line {n} ({_key_path(table, key)}): a table takes each key once"
 
 
 def _one_line(e: Exception) -> str:

@@ -103,7 +103,8 @@ SCENARIOS = [
     Bad("yaml: 1 and 1.0 are one key", "s.yaml", "resources: {1: 1, 1.0: 2}\n" + yaml_step("    duration: 1\n"), "duplicate key"),
     Bad("json: steps twice", "s.json", '{"steps": [{"name": "a", "duration": 1}], "steps": []}', "$.steps: duplicate key 'steps'"),
     Bad("json: a nested key twice", "s.json", '{"steps": [{"name": "a", "duration": 1, "name": "b"}]}', "$.steps[0].name: duplicate key"),
-    Bad("toml: a key twice", "s.toml", '[[steps]]\nname = "a"\nduration = 1\nduration = 2\n', "duplicate key 'duration' at line 4"),
+    Bad("toml: a key twice", "s.toml", '[[steps]]\nname = "a"\nduration = 1\nduration = 2\n', "duplicate key 'duration' at line 4 ($.steps[0].duration)"),
+    Bad("toml: a key twice in the second step", "s.toml", '[[steps]]\nname = "a"\n[[steps]]\nname = "b"\nname = "c"\n', "($.steps[1].name)"),
     Bad("toml: a table twice", "s.toml", '[policy]\nfail_fast = true\n[policy]\nfail_fast = false\n[[steps]]\nname = "a"\n', "not valid TOML"),
     # not text, not UTF-8, odd characters
     Bad("latin-1", "s.yaml", "steps:\n  - name: déploiement\n    duration: 1\n".encode("latin-1"), "not UTF-8 text: byte 0xe9 at line 2"),
