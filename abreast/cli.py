@@ -6,6 +6,7 @@ Exit codes (docs/rules.md §4): 0 success, 1 the deployment failed, 2 bad input 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -52,44 +53,25 @@ def simulate(
         bad_input(f"error: {e}")
     for w in warnings(plan):
         typer.echo(f"warning: {scenario}: {w}", err=True)
-    out = None
     try:
-        if events is not None:
-            try:
-                out = open(events, "wb")  # noqa: SIM115 - closed below, after the run
-            except OSError as e:
-                bad_input(f"{events}: cannot write: {e.strerror}")
-            sink = lambda batch: to_jsonl(batch, out)  # noqa: E731
-        else:
-            sink = None
-        with interruptible():
-            result = run_simulation(plan, seed=seed, sink=sink)
+        # The events file is closed (and what is left in its buffer written) before the
+        # result is printed: a full disk is reported once, whenever it is noticed.
+        with open(events, "wb") if events is not None else contextlib.nullcontext() as out:
+            sink = (lambda batch: to_jsonl(batch, out)) if out is not None else None
+            with interruptible():
+                result = run_simulation(plan, seed=seed, sink=sink)
     except MissingDuration as e:
         bad_input(f"{scenario}: {e}")
-    except OSError as e:  # writing --events: a full disk
-        out, broken = None, out
-        if broken is not None:
-            _close_quietly(broken)
+    except OSError as e:
+        if events is None:
+            raise
         bad_input(f"{events}: cannot write: {e.strerror or e}")
-    finally:
-        if out is not None:
-            try:
-                out.close()  # writes what is left in the buffer
-            except OSError as e:
-                bad_input(f"{events}: cannot write: {e.strerror or e}")
     if format is Format.json:
         sys.stdout.buffer.write(render.simulation_json(result, seed, plan))
         sys.stdout.buffer.write(b"\n")
     else:
         render.simulation_table(result, plan, seed)
     raise typer.Exit(outcome_exit(result.report.outcome))
-
-
-def _close_quietly(f) -> None:  # noqa: ANN001
-    try:
-        f.close()
-    except OSError:
-        pass  # already reported
 
 
 def main() -> None:

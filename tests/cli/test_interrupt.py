@@ -31,7 +31,12 @@ def cpu_seconds(pid: int) -> float:
 
 def interrupt_when_busy(folder: Path, *args: str) -> tuple[int, str, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    p = subprocess.Popen([sys.executable, "-m", "abreast", *args], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # As from a terminal: whatever this test runs under (a shell's background job ignores
+    # SIGINT, and a child inherits that), the command starts with SIGINT's default.
+    p = subprocess.Popen(
+        [sys.executable, "-m", "abreast", *args], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         while cpu_seconds(p.pid) < 1.0:
             assert p.poll() is None, p.communicate()
