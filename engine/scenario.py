@@ -136,10 +136,11 @@ def _read_text(path: str | Path) -> str:
 
     try:
         with open(path, "rb", opener=open_regular) as f:
-            data = f.read(MAX_SCENARIO_BYTES + 1)
+            # The size it says first; then a bounded read (a /proc file says 0).
+            data = f.read(MAX_SCENARIO_BYTES + 1) if os.fstat(f.fileno()).st_size <= MAX_SCENARIO_BYTES else None
     except OSError as e:
         raise bad(f"cannot read file: {e.strerror or e}") from None
-    if len(data) > MAX_SCENARIO_BYTES:
+    if data is None or len(data) > MAX_SCENARIO_BYTES:
         raise bad(f"the file is larger than {MAX_SCENARIO_BYTES // (1024 * 1024)} MiB: that is not a scenario")
     try:
         text = data.decode("utf-8-sig")
