@@ -1,18 +1,19 @@
 """The command line: parses, calls the engine or the simulator, prints. Decides nothing.
 
-Exit codes (SPEC §4): 0 success, 1 the deployment failed, 2 bad input (nothing ran),
+Exit codes (docs/rules.md §4): 0 success, 1 the deployment failed, 2 bad input (nothing ran),
 130 cancelled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from abreast.common import EXIT_OK, Format, app, bad_input, outcome_exit
+from abreast.common import EXIT_OK, Format, app, bad_input, interruptible, outcome_exit, run_app
 
 __all__ = ["app", "main", "EXIT_OK"]
 
@@ -52,22 +53,19 @@ def simulate(
         bad_input(f"error: {e}")
     for w in warnings(plan):
         typer.echo(f"warning: {scenario}: {w}", err=True)
-    out = None
     try:
-        if events is not None:
-            try:
-                out = open(events, "wb")  # noqa: SIM115 - closed below, after the run
-            except OSError as e:
-                bad_input(f"{events}: cannot write: {e.strerror}")
-            sink = lambda batch: to_jsonl(batch, out)  # noqa: E731
-        else:
-            sink = None
-        result = run_simulation(plan, seed=seed, sink=sink)
+        # The events file is closed (and what is left in its buffer written) before the
+        # result is printed: a full disk is reported once, whenever it is noticed.
+        with open(events, "wb") if events is not None else contextlib.nullcontext() as out:
+            sink = (lambda batch: to_jsonl(batch, out)) if out is not None else None
+            with interruptible():
+                result = run_simulation(plan, seed=seed, sink=sink)
     except MissingDuration as e:
         bad_input(f"{scenario}: {e}")
-    finally:
-        if out is not None:
-            out.close()
+    except OSError as e:
+        if events is None:
+            raise
+        bad_input(f"{events}: cannot write: {e.strerror or e}")
     if format is Format.json:
         sys.stdout.buffer.write(render.simulation_json(result, seed, plan))
         sys.stdout.buffer.write(b"\n")
@@ -78,7 +76,7 @@ def simulate(
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    run_app()
 
 
 @app.command(
@@ -116,12 +114,13 @@ def whatif(
 
     try:
         raw = read_raw(scenario)
-        axes = parse_axes(set_, file=str(scenario))
-        rows = render.with_status(
-            f"simulating {render.grid_size(axes)} rows" + (f" x {runs} runs" if runs else ""),
-            lambda: grid(raw, axes, seed=seed, runs=runs, file=str(scenario)),
-            enabled=format is Format.table,
-        )
+        axes = parse_axes(set_, file=str(scenario), raw=raw)
+        with interruptible():
+            rows = render.with_status(
+                f"simulating {render.grid_size(axes)} rows" + (f" x {runs} runs" if runs else ""),
+                lambda: grid(raw, axes, seed=seed, runs=runs, file=str(scenario)),
+                enabled=format is Format.table,
+            )
     except ScenarioError as e:
         bad_input(f"error: {e}")
     except MissingDuration as e:
@@ -135,17 +134,31 @@ def whatif(
     raise typer.Exit(EXIT_OK)
 
 
-@app.command(epilog="Examples:\n\n  abreast advise scenarios/db-then-fleets.yaml\n\n  abreast advise deploy.yaml --seed 3 --format json")
+@app.command(
+    epilog=(
+        "Examples:\n\n  abreast advise scenarios/db-then-fleets.yaml\n\n  abreast advise deploy.yaml --seed 3 --format json\n\n"
+        "  abreast advise scenarios/web-farm-rolling.yaml --allow-reorder"
+    )
+)
 def advise(
     scenario: Annotated[Path, typer.Argument(help="Scenario file (.yaml, .yml, .toml, .json).")],
     seed: Annotated[int, typer.Option(help="Seed for sampled durations and failures.")] = 0,
-    top: Annotated[int, typer.Option(help="How many changes to list.")] = 10,
+    top: Annotated[int, typer.Option(min=1, help="How many changes to list (at least 1).")] = 10,
+    allow_reorder: Annotated[
+        bool,
+        typer.Option(
+            "--allow-reorder",
+            help="Also offer changes that change the order in which steps run on a target (each says where and which steps).",
+        ),
+    ] = False,
     format: Annotated[Format, typer.Option("--format", "-f", help="table for people, json for scripts.")] = Format.table,
 ) -> None:
     """Rank single changes (with-previous, depends_on, a bigger window, a lock bypass)
     by the time they save, and find a good combination of them.
 
-    abreast cannot see hidden dependencies: each change says what it assumed."""
+    By default only changes that keep, on every target, the order in which the steps
+    ran there are offered. abreast cannot see hidden dependencies: each change says
+    what it assumed, and how to try it (`abreast simulate ... --set ...`)."""
     from abreast import render
     from engine.scenario import ScenarioError, read_raw
     from simulator.advise import advise as run_advice
@@ -153,7 +166,12 @@ def advise(
 
     try:
         raw = read_raw(scenario)
-        advice = render.with_status("simulating changes", lambda: run_advice(raw, seed=seed, file=str(scenario)), enabled=format is Format.table)
+        with interruptible():
+            advice = render.with_status(
+                "simulating changes",
+                lambda: run_advice(raw, seed=seed, file=str(scenario), allow_reorder=allow_reorder),
+                enabled=format is Format.table,
+            )
     except ScenarioError as e:
         bad_input(f"error: {e}")
     except MissingDuration as e:
@@ -163,7 +181,7 @@ def advise(
 
         sys.stdout.buffer.write(msgspec.json.encode(advice) + b"\n")
     else:
-        render.advice_table(advice, top)
+        render.advice_table(advice, top, scenario=str(scenario), seed=seed)
     raise typer.Exit(EXIT_OK)
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, NoReturn
 import msgspec
 import typer
 
-from abreast.common import EXIT_BAD_INPUT, DbOption, app, bad_input, open_db, outcome_exit
+from abreast.common import EXIT_BAD_INPUT, DbOption, app, bad_input, check_id, check_speed, open_db, outcome_exit
 
 
 class LogFormat(str, Enum):
@@ -24,7 +24,7 @@ class LogFormat(str, Enum):
     json = "json"
 
 
-SpeedOption = Annotated[float, typer.Option(help="With --dry-run: how many times faster than the simulated durations.", min=0.0001)]
+SpeedOption = Annotated[float, typer.Option(help="With --dry-run: how many times faster than the simulated durations.", min=0.0001, callback=check_speed)]
 DryRunOption = Annotated[
     bool, typer.Option("--dry-run", help="Run nothing on the targets: sleep each execution's simulated duration instead.")
 ]
@@ -135,7 +135,7 @@ def _finish(outcome: str, core, quiet: bool) -> str:  # noqa: ANN001
 )
 def run(
     scenario: Annotated[Path, typer.Argument(help="Scenario file (.yaml, .yml, .toml, .json).")],
-    id: Annotated[str | None, typer.Option("--id", help="The deployment's id (default: a new one).")] = None,
+    id: Annotated[str | None, typer.Option("--id", help="The deployment's id (default: a new one).", callback=check_id)] = None,
     db: DbOption = None,
     dry_run: DryRunOption = False,
     speed: SpeedOption = 1.0,

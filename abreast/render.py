@@ -1,4 +1,4 @@
-"""How results look: JSON for scripts (SPEC §4), rich tables and timelines for people."""
+"""How results look: JSON for scripts (its fields are listed in the README), rich tables and timelines for people."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from rich.text import Text
 
 from engine.plan import Plan
 from engine.report import ExecutionRow, Report
+from engine.scenario import show_value
 from simulator import analysis
 from simulator.analysis import Bound, Link
 from simulator.sim import Outcome
@@ -55,7 +56,7 @@ def report_json(
     seed: int | None = None,
     analysis: Analysis | None = None,
 ) -> bytes:
-    """The JSON of SPEC §4 for a report (simulated or recorded), with its analysis."""
+    """The JSON of `simulate --format json` for a report (simulated or recorded), with its analysis."""
     doc = ReportJson(
         makespan=r.makespan,
         sequential_makespan=sequential,
@@ -119,7 +120,7 @@ def analysis_table(a: Analysis, makespan: float, console: Console, limit: int = 
     """The lower bound and the critical path, for people."""
     console.print()
     ratio = f", the makespan is {makespan / a.bound.value:.2f}× that" if a.bound.value > 0 else ""
-    console.print(Text.assemble(("lower bound ", "bold"), f"{seconds(a.bound.value)} ({a.bound.kind}: {a.bound.detail}){ratio}"))
+    console.print(Text.assemble(("lower bound ", "bold"), f"{seconds(a.bound.value)} ({a.bound.kind}: {a.bound.detail}){ratio}"))  # Text: names are never markup
     links = [x for x in a.path if x.duration > 1e-9 or x.kind == "execution"]
     console.print(Text("critical path", style="bold"))
     table = Table(box=None, show_header=False, pad_edge=False)
@@ -132,7 +133,7 @@ def analysis_table(a: Analysis, makespan: float, console: Console, limit: int = 
         if len(links) > limit and i == limit // 2:
             table.add_row("…", "", f"({len(links) - limit} more links)", "")
         what = f"{x.step} @ {x.target or 'server'} #{x.attempt}" if x.kind == "execution" else f"wait: {x.cause}"
-        table.add_row(seconds(x.start), seconds(x.duration), what, x.cause if x.kind == "execution" else "")
+        table.add_row(seconds(x.start), seconds(x.duration), Text(what), Text(x.cause) if x.kind == "execution" else "")
     console.print(table)
 
 
@@ -150,8 +151,8 @@ def report_table(
     summary.add_column(style="bold")
     summary.add_column()
     if r.deployment and seed is None:
-        summary.add_row("deployment", r.deployment)
-    summary.add_row("scenario", title or r.scenario or "scenario")
+        summary.add_row("deployment", Text(r.deployment))
+    summary.add_row("scenario", Text(title or r.scenario or "scenario"))
     summary.add_row("outcome", styled(r.outcome) if r.outcome else Text("running (or interrupted)", style="blue"))
     summary.add_row("makespan", seconds(makespan))
     if sequential is not None and makespan is not None:
@@ -181,7 +182,7 @@ def step_table(r: Report, makespan: float, width: int) -> Table:
         style = OUTCOME_STYLE.get(s.outcome, "")
         cells = busy.get(s.name)
         table.add_row(
-            s.name,
+            Text(s.name),
             Text(s.outcome or "-", style=style),
             seconds(s.start),
             seconds(s.end),
@@ -246,7 +247,7 @@ def whatif_table(rows, axes, runs: int | None, console: Console | None = None) -
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("")
     for a in axes:
-        table.add_column(a.key, overflow="fold")
+        table.add_column(Text(a.key), overflow="fold")
     table.add_column("makespan", justify="right")
     if runs:
         for col in ("p50", "p90", "p95", "max"):
@@ -255,14 +256,14 @@ def whatif_table(rows, axes, runs: int | None, console: Console | None = None) -
     table.add_column("vs written", justify="right")
     table.add_column("")
     for i, r in enumerate(rows):
-        cells = ["★" if i == best else ""]
-        cells += [str(r.settings[a.key]) for a in axes]
+        cells: list = ["★" if i == best else ""]
+        cells += [Text(show_value(r.settings[a.key])) for a in axes]
         cells.append(seconds(r.makespan))
         if runs:
             cells += [seconds(r.p50), seconds(r.p90), seconds(r.p95), seconds(r.max)]
         pct = 100 * r.savings / r.sequential_makespan if r.sequential_makespan else 0.0
         cells += [f"{pct:.0f}%", _signed(r.savings_vs_written)]
-        cells.append(Text(f"⚠ {r.anomaly}", style="yellow") if r.anomaly else Text(""))
+        cells.append(Text(f"⚠ {r.anomaly}", style="yellow") if r.anomaly else Text(""))  # names the setting: Text
         table.add_row(*cells, style="bold" if i == best else None)
     console.print(table)
     console.print(
@@ -280,40 +281,86 @@ def _signed(t: float) -> str:
     return ("-" if t > 0 else "+") + seconds(abs(t))
 
 
-def advice_table(advice, top: int, console: Console | None = None) -> None:  # noqa: ANN001
+def advice_table(advice, top: int, console: Console | None = None, scenario: str = "SCENARIO", seed: int = 0) -> None:  # noqa: ANN001
+    """The changes that save time, each with the command that tries it (it runs as
+    printed when pasted into a shell), the best combination, and what was assumed."""
     console = console or Console()
     console.print(Text.assemble(("as written ", "bold"), f"{seconds(advice.makespan)}   lower bound {seconds(advice.lower_bound.value)} ({advice.lower_bound.kind}: {advice.lower_bound.detail})"))
     console.print()
     table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("#", justify="right")
     table.add_column("saved", justify="right")
     table.add_column("makespan", justify="right")
     table.add_column("change")
     table.add_column("assumes", style="dim")
     helpful = [c for c in advice.changes if c.saved > 1e-9][:top]
-    for c in helpful:
-        table.add_row(seconds(c.saved), seconds(c.makespan), c.change, c.assumption)
+    reordering = any(c.reorders for c in helpful)
+    if reordering:
+        table.add_column("reorders", style="yellow")
+    for n, c in enumerate(helpful, 1):
+        row = [str(n), seconds(c.saved), seconds(c.makespan), Text(c.change), Text(c.assumption)]
+        if reordering:
+            row.append(Text(reorder_text(c.reorders)))
+        table.add_row(*row)
     if helpful:
         console.print(table)
+        console.print(Text("to try one (the same seed, the same durations):", style="dim"))
+        for n, c in enumerate(helpful, 1):
+            console.print(Text(f"  {n}. {try_command(scenario, c.settings, seed)}"), soft_wrap=True)
     else:
         console.print("no single change makes this deployment faster")
     rest = len(advice.changes) - len(helpful)
     if rest:
-        console.print(Text(f"{rest} other changes tried saved nothing (or cost time); --format json lists them all", style="dim"))
+        console.print(Text(f"{_count(rest, 'other change')} tried saved nothing (or cost time); --format json lists them all", style="dim"))
+    if advice.withheld:
+        console.print(
+            Text(
+                f"{_count(advice.withheld, 'change')} that would change the order of steps on a target not offered; "
+                "--allow-reorder shows them, with the targets and steps they reorder",
+                style="dim",
+            )
+        )
     if advice.best:
         console.print()
         console.print(Text("best combination found", style="bold"))
         for c in advice.best:
-            console.print(f"  • {c.change}   (--set '{_set_text(c.settings)}')")
+            console.print(Text(f"  • {c.change}"))
         gap = advice.best_makespan / advice.best_lower_bound.value if advice.best_lower_bound.value else 1.0
         console.print(
             f"  makespan {seconds(advice.best_makespan)} (saves {seconds(advice.makespan - advice.best_makespan)}), "
             f"lower bound {seconds(advice.best_lower_bound.value)}: {gap:.2f}× the bound"
         )
+        if advice.best_reorders:
+            console.print(Text(f"  reorders: {reorder_text(advice.best_reorders)}", style="yellow"))
+        settings: dict = {}
+        for c in advice.best:
+            settings.update(c.settings)
+        console.print(Text(f"  try it: {try_command(scenario, settings, seed)}"), soft_wrap=True)
     console.print()
     console.print(Text(f"⚠ {advice.warning}", style="yellow"))
 
 
-def _set_text(settings: dict) -> str:
-    import json
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
-    return " ".join(f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in settings.items())
+
+def try_command(scenario: str, settings: dict, seed: int = 0) -> str:
+    """`abreast simulate SCENARIO --set 'KEY=VALUE' ...`, quoted for a POSIX shell."""
+    import shlex
+
+    parts = ["abreast", "simulate", shlex.quote(scenario)]
+    for k, v in settings.items():
+        parts += ["--set", shlex.quote(f"{k}={show_value(v)}")]
+    if seed:
+        parts += ["--seed", str(seed)]
+    return " ".join(parts)
+
+
+def reorder_text(reorders, shown: int = 3) -> str:  # noqa: ANN001
+    """`'upgrade web' before 'push package' on web-01, web-02, web-03; …`"""
+    parts = []
+    for r in reorders:
+        names = ["the server" if t is None else t for t in r.targets]
+        where = ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+        parts.append(f"{r.first!r} before {r.then!r} on {where}")
+    return "; ".join(parts)

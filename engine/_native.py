@@ -29,3 +29,12 @@ def refuse_stale(package_file: str) -> None:
                 f"{package}/{entry.name} was compiled before {package}/{os.path.basename(source)} last changed: "
                 f"recompile with `pip install -e .`, or delete the compiled files (rm {package}/*.so) to run the sources"
             )
+
+
+def checkpoint() -> None:
+    """Called every so often by the compiled simulator's loop (simulator/sim.py).
+
+    Python runs a signal handler (Ctrl-C's KeyboardInterrupt) only between bytecodes of
+    interpreted code; a loop that mypyc compiled runs none, so it would never stop.
+    Calling into this interpreted function lets a pending signal be handled here, and
+    its exception unwinds the compiled loop like any other."""

@@ -1,4 +1,4 @@
-"""The event log's vocabulary (SPEC §3): frozen, tagged msgspec Structs in one union.
+"""The event log's vocabulary (docs/rules.md §3): frozen, tagged msgspec Structs in one union.
 
 Every event carries `deployment`, `seq` (1, 2, 3, … per deployment), `at` (seconds since
 the deployment started: virtual in a simulation, monotonic in a real run) and `wall`
@@ -9,7 +9,7 @@ new logs still decode in old readers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Literal
 
 import msgspec
@@ -76,8 +76,32 @@ AnyEvent = (
     | DeploymentFinished
 )
 
+class ExecutionOutput(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="execution.output"):
+    """Not an event (no seq, no time): what one attempt printed, as the store kept it.
+    `history export` writes one per attempt after the events; `history import` stores
+    them again. A reader that does not know the type skips it (docs/rules.md §3)."""
+
+    deployment: str
+    step: str
+    target: str | None
+    attempt: int
+    lines: list[str]
+
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AnyEvent)
+_record_decoder = msgspec.json.Decoder(AnyEvent | ExecutionOutput)
+
+
+class _Typed(msgspec.Struct):
+    type: str
+
+
+_typed_decoder = msgspec.json.Decoder(_Typed)
+KNOWN_TYPES = frozenset(
+    t.__struct_config__.tag  # type: ignore[attr-defined]
+    for t in (DeploymentStarted, StepStarted, StepSkipped, ExecutionStarted, ExecutionFinished, StepFinished, DeploymentFinished, ExecutionOutput)
+)
 
 
 class EventFormatError(ValueError):
@@ -92,8 +116,8 @@ def decode(data: bytes | str) -> AnyEvent:
     return _decoder.decode(data)
 
 
-def to_jsonl(events: Iterable[Event], out: IO[bytes]) -> None:
-    """Write events as JSON Lines, one per line, in the order given."""
+def to_jsonl(events: Iterable[Event | ExecutionOutput], out: IO[bytes]) -> None:
+    """Write events (or output records) as JSON Lines, one per line, in the order given."""
     buf = bytearray()
     for ev in events:
         _encoder.encode_into(ev, buf, -1)
@@ -105,11 +129,42 @@ def to_jsonl(events: Iterable[Event], out: IO[bytes]) -> None:
 
 
 def from_jsonl(lines: Iterable[bytes | str], name: str = "<jsonl>") -> Iterator[AnyEvent]:
-    """Decode JSON Lines; a bad line raises `EventFormatError` naming the file and line."""
+    """Decode JSON Lines; a bad line raises `EventFormatError` naming the file and line.
+    Lines of a type this reader does not know, and output records, are skipped."""
+    for _, record in read_jsonl(lines, name):
+        if type(record) is not ExecutionOutput:
+            yield record  # type: ignore[misc]
+
+
+def read_jsonl(
+    lines: Iterable[bytes | str], name: str = "<jsonl>", on_unknown: Callable[[int, str], None] | None = None
+) -> Iterator[tuple[int, AnyEvent | ExecutionOutput]]:
+    """(line number, event or output record) for each line of JSON Lines. A line whose
+    `type` this reader does not know is skipped (docs/rules.md §3: new types may be added), and
+    `on_unknown(line number, type)` hears of it; a line that is no record of a known
+    type raises `EventFormatError` naming the line."""
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            yield _decoder.decode(line)
+            yield n, _record_decoder.decode(line)
         except msgspec.DecodeError as e:
+            try:
+                kind = _typed_decoder.decode(line).type
+            except msgspec.DecodeError:
+                kind = None
+            if kind is not None and kind not in KNOWN_TYPES:
+                if on_unknown is not None:
+                    on_unknown(n, kind)
+                continue
             raise EventFormatError(f"{name}:{n}: not an event: {e}") from None
+
+
+def output_records(lines: Iterable[tuple[str, str, str | None, int, str]]) -> list[ExecutionOutput]:
+    """Group output lines (deployment, step, target, attempt, text), in the order given,
+    into one record per attempt, in the order each attempt first printed."""
+    records: dict[tuple[str, str, str | None, int], list[str]] = {}
+    for deployment, step, target, attempt, text in lines:
+        records.setdefault((deployment, step, target, attempt), []).append(text)
+    return [ExecutionOutput(deployment=d, step=s, target=t, attempt=a, lines=texts) for (d, s, t, a), texts in records.items()]
+

@@ -1,4 +1,4 @@
-"""Scenario files (SPEC §1): read YAML/TOML/JSON, check every key, resolve into a `Plan`.
+"""Scenario files (docs/rules.md §1): read YAML/TOML/JSON, check every key, resolve into a `Plan`.
 
 Two layers. The `*Spec` structs below are the file's schema: msgspec checks types and
 forbids unknown keys, and its errors already carry a JSON path (`$.steps[2].window`).
@@ -10,9 +10,14 @@ file, the path and what was expected; nothing runs on a bad file.
 from __future__ import annotations
 
 import copy
+import errno
 import json
+import math
+import os
 import re
+import stat
 import tomllib
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -59,15 +64,17 @@ RawDuration = float | str | dict[str, Any]
 class Problem(msgspec.Struct, frozen=True):
     path: str
     message: str
+    origin: str | None = None  # "--set KEY=VALUE" when an override caused it, not the file
 
 
 class ScenarioError(Exception):
-    """A scenario that cannot run. `str()` gives one line per problem, file and path first."""
+    """A scenario that cannot run. `str()` gives one line per problem, file (or the
+    `--set` that caused it) and path first."""
 
     def __init__(self, file: str, problems: list[Problem]):
         self.file = file
         self.problems = problems
-        super().__init__("\n".join(f"{file}: {p.path}: {p.message}" for p in problems))
+        super().__init__("\n".join(": ".join(x for x in (p.origin or file, p.path, p.message) if x) for p in problems))
 
 
 class PolicySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -112,27 +119,91 @@ class ScenarioSpec(msgspec.Struct, forbid_unknown_fields=True):
 
 # --- reading -----------------------------------------------------------------------
 
+# A scenario is a small text file: the 1,000-target example is 43 kB. Anything bigger
+# than this is not one (and reading a device such as /dev/zero would never end).
+MAX_SCENARIO_BYTES = 16 * 1024 * 1024
+
+
+def _read_text(path: str | Path) -> str:
+    """The UTF-8 text of a scenario file (a BOM is allowed), or `ScenarioError` naming
+    the file: what the path is is checked before it is read (a device, a folder or a
+    FIFO is refused, so a read never blocks or runs forever), and it is read up to
+    `MAX_SCENARIO_BYTES`."""
+    name = str(path)
+
+    def bad(message: str) -> ScenarioError:
+        return ScenarioError(name, [Problem("$", message)])
+
+    try:
+        with open(path, "rb", opener=open_regular) as f:
+            # The size it says first; then a bounded read (a /proc file says 0).
+            data = f.read(MAX_SCENARIO_BYTES + 1) if os.fstat(f.fileno()).st_size <= MAX_SCENARIO_BYTES else None
+    except OSError as e:
+        raise bad(f"cannot read file: {e.strerror or e}") from None
+    if data is None or len(data) > MAX_SCENARIO_BYTES:
+        raise bad(f"the file is larger than {MAX_SCENARIO_BYTES // (1024 * 1024)} MiB: that is not a scenario")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise bad(f"not UTF-8 text: byte 0x{data[e.start]:02x} at line {line} (save the file as UTF-8)") from None
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise bad(f"not a text file: a NUL character at line {line}")
+    return text
+
+
+class NotRegularFile(OSError):
+    """What `open_regular` raises: `strerror` says what the path is instead."""
+
+    def __init__(self, kind: str):
+        super().__init__(errno.EINVAL, f"not a regular file ({kind})")
+
+
+def open_regular(path: str, flags: int) -> int:
+    """An opener for `open` that refuses anything but a regular file (a device such as
+    /dev/zero, a folder, a FIFO) before a byte is read: O_NONBLOCK so that opening a
+    FIFO cannot block either."""
+    fd = os.open(path, flags | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            if stat.S_ISDIR(mode):
+                raise NotRegularFile("a folder")
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                raise NotRegularFile("a device")
+            raise NotRegularFile("a FIFO" if stat.S_ISFIFO(mode) else "a socket or other special file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
 
 def read_raw(path: str | Path) -> dict:
-    """Parse a scenario file into plain data, by its suffix (.yaml/.yml, .toml, .json)."""
+    """Parse a scenario file into plain data, by its suffix (.yaml/.yml, .toml, .json).
+
+    A key given twice in one mapping is an error (every format would otherwise keep one
+    of the two silently)."""
     p = Path(path)
     name = str(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ScenarioError(name, [Problem("$", f"cannot read file: {e.strerror or e}")]) from None
     suffix = p.suffix.lower()
+    if suffix not in (".toml", ".json", ".yaml", ".yml"):
+        raise ScenarioError(name, [Problem("$", "expected a .yaml, .yml, .toml or .json file")])
+    text = _read_text(p)
     try:
         if suffix == ".toml":
             data = tomllib.loads(text)
         elif suffix == ".json":
-            data = json.loads(text) if text.strip() else None
-        elif suffix in (".yaml", ".yml"):
-            data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            data = _json_loads(text) if text.strip() else None
         else:
-            raise ScenarioError(name, [Problem("$", "expected a .yaml, .yml, .toml or .json file")])
+            data = _yaml_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-        raise ScenarioError(name, [Problem("$", f"not valid {suffix[1:].upper()}: {_one_line(e)}")]) from None
+        raise ScenarioError(name, [Problem("$", f"not valid {suffix[1:].upper()}: {_toml_hint(e, text)}")]) from None
+    except _Bad as e:
+        raise ScenarioError(name, [e.problem]) from None
+    except RecursionError:
+        raise ScenarioError(name, [Problem("$", "nested too deeply to be a scenario")]) from None
     if data is None:
         raise ScenarioError(name, [Problem("$", "the file is empty: expected a scenario with `steps`")])
     if not isinstance(data, dict):
@@ -140,16 +211,126 @@ def read_raw(path: str | Path) -> dict:
     return data
 
 
+def _key_path(path: str, key: Any) -> str:
+    return f"{path}.{key}" if _plain_key(key) else f"{path}[{json.dumps(key, default=str)}]"
+
+
+_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _yaml_load(text: str) -> Any:
+    """`yaml.safe_load`, refusing a key given twice in one mapping (YAML says keys are
+    unique; PyYAML keeps the last). Aliases are walked once, merge keys (`<<`) are not
+    duplicates of the keys beside them."""
+    loader = _YamlLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        seen: set[int] = set()
+        stack: list[tuple[yaml.Node, str]] = [(node, "$")]
+        while stack:
+            n, path = stack.pop()
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            if isinstance(n, yaml.SequenceNode):
+                stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(n.value))))
+            elif isinstance(n, yaml.MappingNode):
+                lines: dict[Any, int] = {}
+                children = []
+                for k, v in n.value:
+                    if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                        key = loader.construct_object(k)
+                        try:
+                            first = lines.get(key)
+                        except TypeError:
+                            first = None
+                        if first is not None:
+                            raise _Bad(
+                                _key_path(path, key),
+                                f"duplicate key {key!r} (lines {first} and {k.start_mark.line + 1}): a mapping takes each key once",
+                            )
+                        lines[key] = k.start_mark.line + 1
+                        children.append((v, _key_path(path, key)))
+                    else:
+                        children.append((v, path))
+                stack.extend(reversed(children))
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+class _Pairs(dict):
+    """A JSON object whose source gave some key twice (found by `_json_loads`)."""
+
+    duplicate: str = ""
+
+
+def _json_pairs(pairs: list[tuple[str, Any]]) -> dict:
+    out = dict(pairs)
+    if len(out) == len(pairs):
+        return out
+    marked = _Pairs(pairs)
+    seen: set[str] = set()
+    for k, _ in pairs:
+        if k in seen:
+            marked.duplicate = k
+            break
+        seen.add(k)
+    return marked
+
+
+def _json_loads(text: str) -> Any:
+    """`json.loads`, refusing a key given twice in one object, named by its path."""
+    data = json.loads(text, object_pairs_hook=_json_pairs)
+    stack: list[tuple[Any, str]] = [(data, "$")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, _Pairs):
+            raise _Bad(_key_path(path, value.duplicate), f"duplicate key {value.duplicate!r}: an object takes each key once")
+        if isinstance(value, dict):
+            stack.extend((v, _key_path(path, k)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
+    return data
+
+
+def _toml_hint(e: Exception, text: str) -> str:
+    """TOML refuses a key given twice ("Cannot overwrite a value"); say which key, and
+    where: the table it is in (the last `[table]` or `[[array]]` header above it)."""
+    message = _one_line(e)
+    found = re.search(r"Cannot overwrite a value \(at line (\d+)", message)
+    lines = text.splitlines()
+    n = int(found.group(1)) if found else 0
+    if not 0 < n <= len(lines) or "=" not in lines[n - 1]:
+        return message
+    key = lines[n - 1].split("=", 1)[0].strip().strip("\"'")
+    table, counts = "$", {}
+    for line in lines[: n - 1]:
+        header = re.match(r"\s*(\[\[?)\s*([^\]]+?)\s*\]", line)
+        if header:
+            name = header.group(2).replace('"', "")
+            if header.group(1) == "[[":
+                counts[name] = counts.get(name, -1) + 1
+                table = f"$.{name}[{counts[name]}]"
+            else:
+                table = f"$.{name}"
+    return f"duplicate key {key!r} at line {n} ({_key_path(table, key)}): a table takes each key once"
+
+
 def _one_line(e: Exception) -> str:
     return " ".join(str(e).split())
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> Plan:
-    """Read, override (`--set KEY=VALUE`), check and resolve a scenario file."""
+    """Read, override (`--set KEY=VALUE`), check and resolve a scenario file. A problem
+    that an override caused names that `--set`, not the file."""
     raw = read_raw(path)
-    if overrides:
-        raw = apply_overrides(raw, overrides, file=str(path))
-    return resolve(raw, file=str(path))
+    if not overrides:
+        return resolve(raw, file=str(path))
+    settings, origins = parse_overrides(raw, overrides)
+    return resolve_settings(raw, settings, file=str(path), origins=origins)
 
 
 # --- overrides (--set) ---------------------------------------------------------------
@@ -166,32 +347,111 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def split_setting(item: str, raw: dict | None = None) -> tuple[str, str] | None:
+    """`KEY=VALUE` -> (KEY, VALUE text), or None without a `=`. A step's name may itself
+    hold `=`: the key ends at the first `=` that leaves a key `raw` has."""
+    positions = [i for i, c in enumerate(item) if c == "="]
+    if not positions:
+        return None
+    for i in positions:
+        key = item[:i].strip()
+        if _known_key(key, raw):
+            return key, item[i + 1 :]
+    i = positions[0]
+    return item[:i].strip(), item[i + 1 :]
+
+
+def _known_key(key: str, raw: dict | None) -> bool:
+    key = key.removeprefix("policy.")
+    if key in POLICY_FIELDS:
+        return True
+    name, dot, fld = key.removeprefix("steps.").rpartition(".")
+    if not key.startswith("steps.") or not dot or fld not in STEP_FIELDS:
+        return False
+    steps = raw.get("steps") if isinstance(raw, dict) else None
+    return isinstance(steps, list) and any(isinstance(s, dict) and s.get("name") == name for s in steps)
+
+
+def parse_overrides(raw: dict, overrides: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """`--set KEY=VALUE` items -> (KEY -> value, KEY -> "--set KEY=VALUE" for messages)."""
+    settings: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for item in overrides:
+        found = split_setting(item, raw)
+        if found is None or not found[0]:
+            raise ScenarioError("--set", [Problem("", f"expected KEY=VALUE, got {item!r}", origin=f"--set {item}")])
+        key, text = found
+        settings[key] = parse_value(text)
+        origins[key] = f"--set {item}"
+    return settings, origins
+
+
 def apply_overrides(raw: dict, overrides: list[str], file: str = "--set") -> dict:
     """Return a copy of `raw` with each `KEY=VALUE` applied.
 
     KEY is a policy field (`max_parallel_steps`, optionally `policy.` first) or a step field
     `steps.NAME.FIELD` (NAME may contain dots and spaces: the field is after the last dot).
     """
-    settings: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ScenarioError(file, [Problem("--set", f"expected KEY=VALUE, got {item!r}")])
-        settings[key] = parse_value(text)
-    return with_settings(raw, settings, file=file)
+    settings, origins = parse_overrides(raw, overrides)
+    return with_settings(raw, settings, file=file, origins=origins)
 
 
-def with_settings(raw: dict, settings: dict[str, Any], file: str = "--set") -> dict:
+def with_settings(raw: dict, settings: dict[str, Any], file: str = "--set", origins: dict[str, str] | None = None) -> dict:
     """Return a copy of `raw` with each setting (KEY -> value, see `set_field`) applied."""
+    return _with_settings(raw, settings, file, origins)[0]
+
+
+def _with_settings(raw: dict, settings: dict[str, Any], file: str, origins: dict[str, str] | None) -> tuple[dict, dict[str, str]]:
     out = copy.deepcopy(raw)
+    paths: dict[str, str] = {}  # the path each setting wrote -> its origin
     for key, value in settings.items():
-        set_field(out, key, value, file=file)
-    return out
+        origin = (origins or {}).get(key) or f"--set {key}={show_value(value)}"
+        try:
+            paths[set_field(out, key, value)] = origin
+        except ScenarioError as e:
+            raise ScenarioError(file, [msgspec.structs.replace(p, origin=origin, path="") for p in e.problems]) from None
+    return out, paths
 
 
-def set_field(raw: dict, key: str, value: Any, file: str = "--set") -> None:
-    """Set one override in place (see `apply_overrides`)."""
+def resolve_settings(raw: dict, settings: dict[str, Any], file: str = "<scenario>", origins: dict[str, str] | None = None) -> Plan:
+    """`resolve` the scenario with `settings` applied; a problem under a path a setting
+    wrote (or in the step it changed) names that setting as its origin."""
+    changed, paths = _with_settings(raw, settings, file, origins)
+    try:
+        return resolve(changed, file=file)
+    except ScenarioError as e:
+        raise ScenarioError(file, [_attribute(p, paths) for p in e.problems]) from None
+
+
+def _attribute(p: Problem, paths: dict[str, str]) -> Problem:
+    def under(path: str, top: str) -> bool:
+        return path == top or path.startswith((top + ".", top + "["))
+
+    for top, origin in paths.items():
+        if under(p.path, top):
+            return msgspec.structs.replace(p, origin=origin)
+    for top, origin in paths.items():  # the step it changed: with-previous beside depends_on
+        step = re.match(r"\$\.steps\[\d+\]", top)
+        if step and under(p.path, step.group(0)):
+            return msgspec.structs.replace(p, origin=origin)
+    return p
+
+
+def show_value(value: Any) -> str:
+    """A setting's value as it would be typed after `--set KEY=` (YAML flow style)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str) and parse_value(value) != value:
+        return json.dumps(value, ensure_ascii=False)  # "yes", "12", "null": text, quoted
+    return str(value)
+
+
+def set_field(raw: dict, key: str, value: Any, file: str = "--set") -> str:
+    """Set one override in place (see `apply_overrides`); return the path it wrote."""
     if key.startswith("policy."):
         key = key[len("policy.") :]
     if key in POLICY_FIELDS:
@@ -199,7 +459,7 @@ def set_field(raw: dict, key: str, value: Any, file: str = "--set") -> None:
         if not isinstance(policy, dict):
             policy = raw["policy"] = {}
         policy[key] = value
-        return
+        return f"$.policy.{key}"
     if key.startswith("steps."):
         name, dot, fld = key[len("steps.") :].rpartition(".")
         if not dot or not name:
@@ -209,13 +469,13 @@ def set_field(raw: dict, key: str, value: Any, file: str = "--set") -> None:
                 file, [Problem("--set", f"{key!r}: unknown step field {fld!r}; expected one of {', '.join(STEP_FIELDS)}")]
             )
         steps = raw.get("steps") if isinstance(raw.get("steps"), list) else []
-        for step in steps:
+        for i, step in enumerate(steps):
             if isinstance(step, dict) and step.get("name") == name:
                 if fld == "depends_on" and value is None:
                     step.pop("depends_on", None)
                 else:
                     step[fld] = value
-                return
+                return f"$.steps[{i}].{fld}"
         raise ScenarioError(file, [Problem("--set", f"{key!r}: no step named {name!r}")])
     raise ScenarioError(
         file,
@@ -230,14 +490,18 @@ _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 _DISTS: dict[str, type] = {"lognormal": Lognormal, "normal": Normal, "uniform": Uniform, "triangular": Triangular}
 
 
+# The longest span a scenario may give (about 31.7 years): sums of a million of them stay
+# far from overflowing to infinity, which no deployment's clock can reach.
+MAX_SECONDS = 1e9
+
+
 def parse_seconds(value: Any, path: str) -> float:
-    """A fixed span: a number of seconds, or a string such as `90s`, `2m`, `1h30m`, `1.5h`."""
+    """A fixed span: a number of seconds, or a string such as `90s`, `2m`, `1h30m`, `1.5h`.
+    Finite, from 0 to `MAX_SECONDS`."""
     if isinstance(value, bool):
         raise _Bad(path, f"expected seconds or a duration like '1h30m', got {value!r}")
     if isinstance(value, int | float):
-        if value < 0:
-            raise _Bad(path, f"expected seconds >= 0, got {value!r}")
-        return float(value)
+        return _span(float(value), value, path)
     if isinstance(value, str):
         s = value.strip().lower()
         try:
@@ -245,13 +509,23 @@ def parse_seconds(value: Any, path: str) -> float:
         except ValueError:
             pass
         else:
-            if number >= 0:
-                return number
+            if number >= 0 or not math.isfinite(number):
+                return _span(number, value, path)
         compact = s.replace(" ", "")
         parts = _UNIT_RE.findall(compact)
         if parts and "".join(n + u for n, u in parts) == compact and len({u for _, u in parts}) == len(parts):
-            return sum(float(n) * _UNITS[u] for n, u in parts)
+            return _span(sum(float(n) * _UNITS[u] for n, u in parts), value, path)
     raise _Bad(path, f"expected seconds or a duration like '90s', '2m', '1h30m', got {value!r}")
+
+
+def _span(seconds: float, given: Any, path: str) -> float:
+    if not math.isfinite(seconds):
+        raise _Bad(path, f"expected a finite number of seconds, got {given!r}")
+    if seconds < 0:
+        raise _Bad(path, f"expected seconds >= 0, got {given!r}")
+    if seconds > MAX_SECONDS:
+        raise _Bad(path, f"expected at most {MAX_SECONDS:.0e} seconds (about 31 years), got {given!r}")
+    return seconds
 
 
 class _Bad(Exception):
@@ -280,6 +554,12 @@ def _parse_single(value: Any, path: str) -> Single:
 def _check_dist(cls: type, p: dict[str, float], path: str) -> None:
     if cls is Lognormal and not (0 < p["median"] <= p["p95"]):
         raise _Bad(path, "a lognormal duration needs 0 < median <= p95")
+    if cls is Lognormal:
+        # The farthest draw (about 9.4 standard deviations out, a 64-bit uniform's edge)
+        # must be a finite number of seconds.
+        mu = math.log(p["median"])
+        if mu + 10 * (math.log(p["p95"]) - mu) / 1.6448536269514722 > 700:
+            raise _Bad(path, "a lognormal duration this wide (p95 / median) draws spans too long to simulate")
     if cls is Uniform and not p["low"] <= p["high"]:
         raise _Bad(path, "a uniform duration needs low <= high")
     if cls is Triangular and not p["low"] <= p["mode"] <= p["high"]:
@@ -287,7 +567,7 @@ def _check_dist(cls: type, p: dict[str, float], path: str) -> None:
 
 
 def parse_duration(value: Any, path: str, target_names: set[str]) -> Duration:
-    """Any duration of SPEC §1: seconds, a unit string, a per-target map, a distribution."""
+    """Any duration of docs/rules.md §1: seconds, a unit string, a per-target map, a distribution."""
     if isinstance(value, dict) and "dist" not in value:
         by_target: dict[str, Single] = {}
         default = None
@@ -312,6 +592,9 @@ def _plain_key(key: Any) -> bool:
 
 def _msgspec_problem(e: msgspec.ValidationError) -> Problem:
     text = str(e)
+    key = re.fullmatch(r"(.*) - at `key` in `(.*)`", text)
+    if key:  # a mapping key of the wrong type (YAML reads `1:` or `yes:` as a number, a bool)
+        return Problem(key.group(2), f"every key must be text: {_lower_first(key.group(1))} (quote the key)")
     message, sep, where = text.rpartition(" - at `")
     if sep:
         where = where.rstrip("`")
@@ -331,16 +614,69 @@ def _lower_first(s: str) -> str:
 
 def resolve(raw: dict, file: str = "<scenario>") -> Plan:
     """Check plain scenario data and resolve it into a `Plan` (raises `ScenarioError`)."""
+    found = _unreadable_value(raw)
+    if found is not None:
+        raise ScenarioError(file, [found])
     try:
         spec = msgspec.convert(raw, ScenarioSpec)
     except msgspec.ValidationError as e:
         raise ScenarioError(file, [_msgspec_problem(e)]) from None
+    except RecursionError:
+        raise ScenarioError(file, [Problem("$", "nested too deeply to be a scenario")]) from None
     problems: list[Problem] = []
     plan = _resolve(spec, file, problems)
     if problems:
         raise ScenarioError(file, problems)
     assert plan is not None
     return plan
+
+
+def _unreadable_value(raw: Any) -> Problem | None:
+    """The first value no field can take, wherever it is: a number that is not finite
+    (`.nan`, `.inf`, `1.0e999`, JSON `NaN`, TOML `inf`), or text with a NUL or a lone
+    surrogate (neither can be stored or passed to a command)."""
+    seen: set[int] = set()
+    stack: list[tuple[Any, str]] = [(raw, "$")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return Problem(path, f"expected a finite number, got {value!r}")
+        elif isinstance(value, str):
+            bad = _bad_text(value)
+            if bad:
+                return Problem(path, f"{bad} in {value!r}")
+        elif isinstance(value, dict | list | tuple):
+            if id(value) in seen:
+                continue
+            seen.add(id(value))
+            if isinstance(value, dict):
+                for k, v in reversed(list(value.items())):
+                    sub = _key_path(path, k)
+                    bad = _bad_text(k) if isinstance(k, str) else None
+                    if bad:
+                        return Problem(sub, f"{bad} in the key {k!r}")
+                    stack.append((v, sub))
+            else:
+                stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(value))))
+    return None
+
+
+def _bad_text(text: str) -> str | None:
+    if "\x00" in text:
+        return "a NUL character"
+    if any("\ud800" <= c <= "\udfff" for c in text):
+        return "a lone surrogate (not Unicode text)"
+    return None
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a step, target, role or resource (None: it can). Names are
+    printed in tables and logs and typed on command lines: no control characters."""
+    for c in name:
+        if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp"):
+            return f"a name cannot contain control characters (found {c!r} in {name!r})"
+    return None
 
 
 def _truthy(text: str) -> bool | None:
@@ -372,9 +708,21 @@ def _resolve(spec: ScenarioSpec, file: str, problems: list[Problem]) -> Plan | N
         if value is not None:
             policy[key] = value
 
+    def check_name(path: str, name: str) -> None:
+        why = name_problem(name)
+        if why:
+            bad(path, why)
+
+    if spec.name is not None:
+        check_name("$.name", spec.name)
+    for res in spec.resources:
+        check_name(_key_path("$.resources", res), res)
     targets: list[Target] = []
     seen_targets: dict[str, int] = {}
     for i, t in enumerate(spec.targets):
+        check_name(f"$.targets[{i}].name", t.name)
+        for j, role in enumerate(t.roles):
+            check_name(f"$.targets[{i}].roles[{j}]", role)
         if t.name in seen_targets:
             bad(f"$.targets[{i}].name", f"duplicate target name {t.name!r} (first at $.targets[{seen_targets[t.name]}])")
         seen_targets.setdefault(t.name, i)
@@ -389,6 +737,9 @@ def _resolve(spec: ScenarioSpec, file: str, problems: list[Problem]) -> Plan | N
     seen_steps: dict[str, int] = {}
     for i, s in enumerate(spec.steps):
         at = f"$.steps[{i}]"
+        check_name(f"{at}.name", s.name)
+        for j, role in enumerate(s.roles):
+            check_name(f"{at}.roles[{j}]", role)
         if s.name in seen_steps:
             bad(f"{at}.name", f"duplicate step name {s.name!r} (first at $.steps[{seen_steps[s.name]}])")
         if s.start == "with-previous":
@@ -475,3 +826,32 @@ def warnings(plan: Plan) -> list[str]:
         if s.roles and not (set(s.roles) & all_roles):
             out.append(f"$.steps[{i}] {s.name!r}: no target has any of the roles {list(s.roles)}; the step will succeed at once")
     return out
+
+
+# --- recorded plans ----------------------------------------------------------------------
+
+
+def _raw_duration(d: Any) -> Any:
+    if isinstance(d, Fixed):
+        return d.seconds
+    if isinstance(d, PerTarget):
+        out: dict[str, Any] = {k: _raw_duration(v) for k, v in d.by_target.items()}
+        if d.default is not None:
+            out["default"] = _raw_duration(d.default)
+        return out
+    return msgspec.to_builtins(d)  # a distribution: {dist: ..., its parameters}
+
+
+def check_plan(plan: Plan, file: str) -> Plan:
+    """A plan recorded in a log (`deployment.started`), checked by every rule a scenario
+    file is: it is turned back into scenario data and resolved again. Returns the plan;
+    raises `ScenarioError` (paths as in a scenario file, `$.steps[2].window`)."""
+    raw: dict[str, Any] = msgspec.to_builtins(msgspec.structs.replace(plan, source=None))
+    raw.pop("source", None)
+    for step, spec in zip(plan.steps, raw["steps"], strict=True):
+        if step.duration is not None:
+            spec["duration"] = _raw_duration(step.duration)
+    resolved = resolve(raw, file=file)
+    if msgspec.structs.replace(resolved, source=plan.source) != plan:
+        raise ScenarioError(file, [Problem("$", "the plan does not read back as the scenario it claims to be")])
+    return plan

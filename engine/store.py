@@ -16,13 +16,16 @@ suite (tests/engine/test_store.py): `MemoryStore` for tests and simulations, and
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
+import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
+from urllib.parse import quote
 
 import msgspec
 
@@ -50,6 +53,61 @@ class ConcurrencyError(StoreError):
 
 class UnknownDeployment(StoreError):
     pass
+
+
+_F = TypeVar("_F", bound=Callable)
+
+
+def _store_errors(doing: str) -> Callable[[_F], _F]:
+    """A SQLite error in this method becomes a `StoreError` that says what could not be
+    done, to which file, and why in words (a damaged file, a full disk, no permission),
+    so that it reaches people as one line. `ConcurrencyError` and other `StoreError`s
+    pass as they are."""
+
+    def wrap(method: _F) -> _F:
+        @functools.wraps(method)
+        def translated(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            try:
+                return method(self, *args, **kwargs)
+            except sqlite3.Error as e:
+                raise StoreError(f"{self.path}: cannot {doing}: {_explain(e)}") from None
+            except msgspec.DecodeError as e:
+                raise StoreError(f"{self.path}: cannot {doing}: a recorded event does not decode ({e}); the file is damaged") from None
+
+        return translated  # type: ignore[return-value]
+
+    return wrap
+
+
+def _check_regular(path: Path) -> None:
+    """A store is a file: a device, a folder or a FIFO would block or mislead SQLite."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise StoreError(f"{path}: cannot open the event store: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise StoreError(f"{path}: cannot open the event store: not a regular file")
+
+
+def _explain(e: sqlite3.Error) -> str:
+    """SQLite's message, with what it means for the person who reads it."""
+    text = str(e)
+    low = text.lower()
+    if "malformed" in low or isinstance(e, sqlite3.DatabaseError) and "not a database" in low:
+        return f"the file is damaged ({text}); restore it from a backup, or export what still reads"
+    if "readonly" in low or "read-only" in low:
+        return f"the store is read-only ({text}); check the file's and its folder's permissions"
+    if "full" in low:
+        return f"the disk is full ({text})"
+    if "disk i/o" in low:
+        return f"the disk reported an I/O error ({text})"
+    if "locked" in low or "busy" in low:
+        return f"another process holds the store ({text})"
+    if "unable to open" in low:
+        return f"the file cannot be opened ({text})"
+    return text
 
 
 class DeploymentSummary(msgspec.Struct, frozen=True):
@@ -228,17 +286,22 @@ class SqliteStore:
 
     blocking = True  # the runtime writes from a worker thread
 
-    def __init__(self, path: str | Path, migrate_to: int = SCHEMA_VERSION):
+    def __init__(self, path: str | Path, migrate_to: int = SCHEMA_VERSION, readonly: bool = False):
+        """Open (and create, and migrate) the store at `path`. With `readonly`, only read
+        it: nothing is created or migrated (for a store this user cannot write)."""
         self.path = Path(path)
+        self.readonly = readonly
         self._known: dict[str, dict] = {}  # the projection rows of the streams this writer appended to
         self._db: sqlite_utils.Database | None = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0, check_same_thread=False)
+            conn = self._connect_readonly() if readonly else self._connect()
         except (OSError, sqlite3.Error) as e:
-            raise StoreError(f"{self.path}: cannot open the event store: {e}") from None
+            raise StoreError(f"{self.path}: cannot open the event store: {_explain(e) if isinstance(e, sqlite3.Error) else e}") from None
         self.conn = conn
         try:
+            if readonly:
+                self._check_version()
+                return
             conn.execute("PRAGMA busy_timeout=30000")
             # Two orchestrators opening a new file at once race to switch it to WAL;
             # that switch does not always wait on the busy handler, so retry it.
@@ -252,12 +315,55 @@ class SqliteStore:
                     time.sleep(delay)
             conn.execute("PRAGMA synchronous=NORMAL")
             self._migrate(migrate_to)
+        except StoreError:
+            conn.close()
+            raise
         except sqlite3.OperationalError as e:
             conn.close()
-            raise StoreError(f"{self.path}: cannot use the event store: {e}") from None
+            raise StoreError(f"{self.path}: cannot use the event store: {_explain(e)}") from None
         except sqlite3.DatabaseError as e:
             conn.close()
+            if "malformed" in str(e):
+                raise StoreError(f"{self.path}: cannot use the event store: {_explain(e)}") from None
             raise StoreError(f"{self.path}: not an abreast event store: {e}") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        """The store file and its folder are made readable by their owner only: a log
+        holds every command and its output."""
+        _check_regular(self.path)
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        return sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0, check_same_thread=False)
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        _check_regular(self.path)
+        if not self.path.exists():
+            raise StoreError(f"{self.path}: no event store there")
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30.0, check_same_thread=False)
+        try:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.OperationalError:
+            # A WAL store needs its shared-memory file, which a reader that cannot write
+            # the folder cannot create: it does not exist, so no writer has the store
+            # open, and the file can be read as it is.
+            conn.close()
+            conn = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+        return conn
+
+    def _check_version(self) -> None:
+        current = self.version
+        if current > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema version {current} is newer than this abreast ({SCHEMA_VERSION}); upgrade abreast")
+        if current < SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: schema version {current} needs an upgrade, which this user cannot write; "
+                "run any abreast command on it once with write access"
+            )
 
     @property
     def db(self) -> sqlite_utils.Database:
@@ -296,6 +402,7 @@ class SqliteStore:
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {version + 1}")
 
+    @_store_errors("append events")
     def append(self, events: Sequence[Event]) -> None:
         if not events:
             return
@@ -340,6 +447,7 @@ class SqliteStore:
             self._known.clear()
             raise
 
+    @_store_errors("read events")
     def read(self, deployment: str, after: int = 0) -> list[AnyEvent]:
         rows = self.conn.execute(
             "SELECT body FROM events WHERE deployment = ? AND seq > ? ORDER BY seq", (deployment, after)
@@ -351,16 +459,20 @@ class SqliteStore:
         "(SELECT COALESCE(MAX(seq), 0) FROM events WHERE events.deployment = deployments.id) AS events FROM deployments"
     )
 
+    @_store_errors("list deployments")
     def deployments(self) -> list[DeploymentSummary]:
         return [DeploymentSummary(**row) for row in self.db.query(self._SUMMARY + " ORDER BY created DESC")]
 
+    @_store_errors("read a deployment")
     def summary(self, deployment: str) -> DeploymentSummary | None:
         rows = list(self.db.query(self._SUMMARY + " WHERE id = ?", [deployment]))
         return DeploymentSummary(**rows[0]) if rows else None
 
+    @_store_errors("look up a deployment")
     def exists(self, deployment: str) -> bool:
         return self.conn.execute("SELECT 1 FROM events WHERE deployment = ? LIMIT 1", (deployment,)).fetchone() is not None
 
+    @_store_errors("store output")
     def add_output(self, lines: Sequence[OutputLine]) -> None:
         if not lines:
             return
@@ -370,6 +482,7 @@ class SqliteStore:
                 [(o.deployment, o.step, o.target, o.attempt, o.n, o.line) for o in lines],
             )
 
+    @_store_errors("read output")
     def output(self, deployment: str, step: str | None = None, target: str | None = None) -> list[OutputLine]:
         sql = "SELECT deployment, step, target, attempt, n, line FROM output WHERE deployment = ?"
         params: list = [deployment]
@@ -386,6 +499,10 @@ class SqliteStore:
         self.conn.close()
 
 
-def open_store(path: str | Path | None) -> SqliteStore:
-    """The SQLite store at `path` (default: `default_db_path()`)."""
-    return SqliteStore(path if path is not None else default_db_path())
+def open_store(path: str | Path | None, write: bool = True) -> SqliteStore:
+    """The SQLite store at `path` (default: `default_db_path()`). With `write=False`, a
+    store this user cannot write is opened read-only instead of refused."""
+    p = Path(path if path is not None else default_db_path())
+    if not write and p.is_file() and not (os.access(p, os.W_OK) and os.access(p.parent, os.W_OK | os.X_OK)):
+        return SqliteStore(p, readonly=True)
+    return SqliteStore(p)

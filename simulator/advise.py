@@ -13,6 +13,14 @@ durations), one change at a time:
 A change to a step with `depends_on` is never proposed, and no `depends_on` is ever
 removed or shortened: those are dependencies someone declared.
 
+Order on a target. As written, the steps ran on each target in some order (push the
+package, then upgrade). A change can let a later step overtake an earlier one on a
+target that both touch: the lock keeps them apart but not in order. By default such a
+change is not offered: every change and every combination offered keeps, on every
+target (and on the server, for steps without roles), the order in which the steps first
+started there. With `allow_reorder` they are offered too, each saying which targets and
+which steps it reorders.
+
 What abreast cannot know: a step may need another's output without sharing a target or
 a resource with it (a hidden dependency). Steps that depend on each other must not run
 in parallel; every change here assumes they do not, and says what it assumed.
@@ -26,6 +34,7 @@ import msgspec
 
 from engine.core import Core
 from engine.plan import Plan, fan_out
+from engine.report import Report
 from engine.scenario import ScenarioError, resolve
 from simulator.analysis import Bound, lower_bound
 from simulator.sim import run
@@ -38,12 +47,22 @@ WARNING = (
 )
 
 
+class Reorder(msgspec.Struct):
+    """On `targets`, step `first` now starts before step `then`, which started before it
+    as written (target null: the server)."""
+
+    first: str
+    then: str
+    targets: list[str | None]
+
+
 class Change(msgspec.Struct):
     change: str  # for people
     settings: dict[str, Any]  # as --set KEY=VALUE
     assumption: str
     makespan: float = 0.0
     saved: float = 0.0
+    reorders: list[Reorder] = []
 
 
 class Advice(msgspec.Struct):
@@ -54,6 +73,8 @@ class Advice(msgspec.Struct):
     best_makespan: float
     best_lower_bound: Bound
     warning: str = WARNING
+    best_reorders: list[Reorder] = []  # what the best combination reorders (only with allow_reorder)
+    withheld: int = 0  # changes that would reorder steps on a target, not offered
 
 
 def candidates(plan: Plan) -> list[Change]:
@@ -139,34 +160,79 @@ def _concurrent_sharing(i: int, touches, core: Core, steps) -> list[int]:  # noq
     ]
 
 
-def advise(raw: dict, seed: int = 0, file: str = "<scenario>") -> Advice:
+Orders = dict[str | None, dict[str, int]]
+
+
+def first_start_orders(report: Report) -> Orders:
+    """Per target (None: the server), each step's place in the order in which the steps
+    first started there."""
+    orders: Orders = {}
+    for row in report.rows:  # in start order
+        if row.attempt == 1:
+            places = orders.setdefault(row.target, {})
+            places.setdefault(row.step, len(places))
+    return orders
+
+
+def reorders(written: Orders, changed: Report) -> list[Reorder]:
+    """Where `changed` lets a step start on a target before one that started before it
+    as written, grouped by the pair of steps, in the order first found."""
+    found: dict[tuple[str, str], list[str | None]] = {}
+    for target, places in first_start_orders(changed).items():
+        was = written.get(target, {})
+        ran = [step for step in places if step in was]  # in the changed order
+        for i, early in enumerate(ran):
+            for late in ran[i + 1 :]:
+                if was[late] < was[early]:  # `late` started first as written: `early` overtook it
+                    found.setdefault((early, late), []).append(target)
+    return [Reorder(first=early, then=late, targets=targets) for (early, late), targets in found.items()]
+
+
+def advise(raw: dict, seed: int = 0, file: str = "<scenario>", allow_reorder: bool = False) -> Advice:
+    """Simulate every candidate change and a greedy combination (see the module
+    docstring); without `allow_reorder`, only those that keep every target's order."""
     plan = resolve(raw, file=file)
     report = run(plan, seed)
     makespan = report.makespan or 0.0
     bound, _ = lower_bound(plan, report)
+    written = first_start_orders(report)
     changes = []
+    withheld = 0
     for change in candidates(plan):
-        result = run(plan_for(raw, change.settings, file), seed, report=False)
+        result = run(plan_for(raw, change.settings, file), seed)
         change.makespan = result.makespan or 0.0
         change.saved = round(makespan - change.makespan, 9)
+        change.reorders = reorders(written, result)
+        if change.reorders and not allow_reorder:
+            withheld += 1
+            continue
         changes.append(change)
     changes.sort(key=lambda c: (-c.saved, c.change))
-    # The best combination: add the helpful changes greedily, keep what still helps.
+    # The best combination: add the helpful changes greedily, keep what still helps (and,
+    # by default, what still keeps every target's order).
     best: list[Change] = []
     settings: dict[str, Any] = {}
     best_makespan = makespan
+    best_reorders: list[Reorder] = []
     for change in changes:
         if change.saved <= 1e-9:
             break
         trial = {**settings, **change.settings}
         try:
-            m = run(plan_for(raw, trial, file), seed, report=False).makespan or 0.0
+            result = run(plan_for(raw, trial, file), seed)
         except ScenarioError:  # an invalid combination (with-previous and depends_on on one step)
+            continue
+        m = result.makespan or 0.0
+        moved = reorders(written, result)
+        if moved and not allow_reorder:
             continue
         if m < best_makespan - 1e-9:
             best.append(change)
             settings = trial
             best_makespan = m
+            best_reorders = moved
     best_plan = plan_for(raw, settings, file)
     best_bound, _ = lower_bound(best_plan, run(best_plan, seed))
-    return Advice(makespan, bound, changes, best, best_makespan, best_bound)
+    return Advice(
+        makespan, bound, changes, best, best_makespan, best_bound, best_reorders=best_reorders, withheld=withheld
+    )

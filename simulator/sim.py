@@ -2,7 +2,7 @@
 
 A heap of `(time, order, ...)` where `order` is the seq of the attempt's
 `execution.started` event: completions due at the same instant are applied in the
-order the executions started (SPEC §2, "Simultaneous events"), then one decision pass
+order the executions started (docs/rules.md §2, "Simultaneous events"), then one decision pass
 runs. Retry delays come from the core (`next_wakeup`). Times are rounded to 1e-9 s so
 that 0.1 + 0.2 and 0.3 are the same instant.
 
@@ -14,10 +14,12 @@ from __future__ import annotations
 import gc
 import heapq
 import os
+import signal
 from collections.abc import Callable
 
 from dataclasses import dataclass
 
+from engine._native import checkpoint
 from engine.core import SERVER, Core
 from engine.events import Event
 from engine.plan import Plan, fan_out
@@ -25,6 +27,9 @@ from engine.report import Report
 from simulator.durations import DurationModel
 
 INJECTED = "injected failure (simulation)"
+# The loop offers Python a chance to handle a signal (Ctrl-C) after about this many
+# completions (or instants): compiled, it would otherwise never stop (engine/_native.py).
+CHECKPOINT_EVERY = 1024
 
 
 @dataclass
@@ -124,7 +129,12 @@ def _loop(core, heap, emit, schedule, timeouts) -> None:  # noqa: ANN001 - run()
     next_wakeup = core.next_wakeup
     emit(core.begin(0.0))
     schedule(0.0)
+    countdown = CHECKPOINT_EVERY
     while not core.done:
+        countdown -= 1
+        if countdown <= 0:
+            countdown = CHECKPOINT_EVERY
+            checkpoint()
         wake = next_wakeup()
         if heap:
             now = heap[0][0]
@@ -136,6 +146,7 @@ def _loop(core, heap, emit, schedule, timeouts) -> None:  # noqa: ANN001 - run()
             raise RuntimeError("simulation stalled: nothing running and nothing due")
         while heap and heap[0][0] == now:
             _, _, s, k, attempt, outcome = pop(heap)
+            countdown -= 1
             if outcome == "succeeded":
                 emit(finish(s, k, attempt, "succeeded", now, 0))
             elif outcome == "failed":
@@ -166,10 +177,15 @@ def simulate(plan: Plan, seed: int = 0, sink: Callable[[list[Event]], None] | No
     child = None
     if sequential and _can_fork() and _executions(plan) >= PARALLEL_THRESHOLD:
         child = _fork(lambda: sequential_makespan(plan, seed))
-    report = run(plan, seed, sink=sink)
+    try:
+        report = run(plan, seed, sink=sink)
+    except BaseException:  # Ctrl-C: the child's work is not wanted any more
+        if child is not None:
+            child[1]()
+        raise
     seq = None
     if sequential:
-        seq = child() if child is not None else sequential_makespan(plan, seed)
+        seq = child[0]() if child is not None else sequential_makespan(plan, seed)
     return Outcome(report=report, sequential_makespan=seq)
 
 
@@ -181,8 +197,9 @@ def _can_fork() -> bool:
     return hasattr(os, "fork") and (os.cpu_count() or 1) > 1
 
 
-def _fork(fn: Callable[[], float]) -> Callable[[], float]:
-    """Run `fn` in a forked child; return a function that waits for its result."""
+def _fork(fn: Callable[[], float]) -> tuple[Callable[[], float], Callable[[], None]]:
+    """Run `fn` in a forked child; return a function that waits for its result and one
+    that stops the child instead."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: compute, write, leave without running the parent's cleanups
@@ -204,4 +221,9 @@ def _fork(fn: Callable[[], float]) -> Callable[[], float]:
             raise RuntimeError("the sequential-baseline simulation failed in its child process")
         return float(data)
 
-    return wait
+    def stop() -> None:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(r)
+
+    return wait, stop

@@ -23,13 +23,14 @@ from typing import Any
 import msgspec
 
 from engine.plan import Plan
-from engine.scenario import ScenarioError, parse_value, resolve, with_settings
+from engine.scenario import Problem, ScenarioError, parse_value, resolve, resolve_settings, show_value, split_setting
 from simulator.sim import run, sequential_makespan
 
 
 class Axis(msgspec.Struct, frozen=True):
     key: str
     values: tuple[Any, ...]
+    texts: tuple[str, ...] = ()  # each value as it was typed (for messages)
 
 
 class Row(msgspec.Struct, omit_defaults=True):
@@ -46,25 +47,46 @@ class Row(msgspec.Struct, omit_defaults=True):
     anomaly: str | None = None  # a more parallel setting that is slower than a less parallel one
 
 
-def parse_axes(sets: Sequence[str], file: str = "--set") -> list[Axis]:
-    """`KEY=V1,V2,...` for each --set, in the order given."""
+def parse_axes(sets: Sequence[str], file: str = "--set", raw: dict | None = None) -> list[Axis]:
+    """`KEY=V1,V2,...` for each --set, in the order given. Values are split at the commas
+    outside brackets, so a list (`depends_on=[a, b],[a]`) is one value. With the
+    scenario's `raw` data a step name may hold `=` (see `split_setting`)."""
     axes = []
     for item in sets:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key or not text.strip():
-            raise ScenarioError(file, [_problem(f"expected KEY=V1,V2,..., got {item!r}")])
-        values = tuple(parse_value(v.strip()) for v in text.split(","))
+        found = split_setting(item, raw)
+        key, text = found if found is not None else ("", "")
+        texts = tuple(v.strip() for v in split_values(text))
+        if not key or not text.strip() or not all(texts):
+            raise ScenarioError(file, [_problem(item, f"expected KEY=V1,V2,..., got {item!r}")])
         if any(a.key == key for a in axes):
-            raise ScenarioError(file, [_problem(f"{key!r} is set twice; give all its values in one --set")])
-        axes.append(Axis(key=key, values=values))
+            raise ScenarioError(file, [_problem(item, f"{key!r} is set twice; give all its values in one --set")])
+        axes.append(Axis(key=key, values=tuple(parse_value(v) for v in texts), texts=texts))
     return axes
 
 
-def _problem(message: str):  # noqa: ANN202
-    from engine.scenario import Problem
+def split_values(text: str) -> list[str]:
+    """`1,2,[a, b],{x: 1}` -> ['1', '2', '[a, b]', '{x: 1}']: commas inside brackets or
+    quotes belong to the value."""
+    out, depth, quote, start = [], 0, "", 0
+    for i, c in enumerate(text):
+        if quote:
+            if c == quote:
+                quote = ""
+        elif c in "'\"":
+            quote = c
+        elif c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        elif c == "," and depth == 0:
+            out.append(text[start:i])
+            start = i + 1
+    out.append(text[start:])
+    return out
 
-    return Problem("--set", message)
+
+def _problem(item: str, message: str) -> Problem:
+    return Problem("", message, origin=f"--set {item}")
 
 
 def combinations(axes: Sequence[Axis]) -> list[dict[str, Any]]:
@@ -72,12 +94,14 @@ def combinations(axes: Sequence[Axis]) -> list[dict[str, Any]]:
     return [dict(zip([a.key for a in axes], values, strict=True)) for values in itertools.product(*(a.values for a in axes))]
 
 
-def plan_for(raw: dict, settings: dict[str, Any], file: str) -> Plan:
-    """The plan of `raw` with `settings` applied; a problem names the settings too."""
+def plan_for(raw: dict, settings: dict[str, Any], file: str, texts: dict[str, str] | None = None) -> Plan:
+    """The plan of `raw` with `settings` applied; a problem names the `--set` that
+    caused it (each value as `texts` gives it, else as YAML), and the whole combination."""
+    shown = {k: (texts or {}).get(k) or show_value(v) for k, v in settings.items()}
     try:
-        return resolve(with_settings(raw, settings, file=file), file=file)
+        return resolve_settings(raw, settings, file=file, origins={k: f"--set {k}={t}" for k, t in shown.items()})
     except ScenarioError as e:
-        where = ", ".join(f"{k}={v}" for k, v in settings.items())
+        where = ", ".join(f"{k}={t}" for k, t in shown.items())
         raise ScenarioError(e.file, [msgspec.structs.replace(p, message=f"{p.message} (with {where})") for p in e.problems]) from None
 
 
@@ -115,7 +139,11 @@ def monte_carlo(plans: Sequence[Plan], seed: int, runs: int, workers: int | None
     try:
         if workers > 1 and hasattr(os, "fork") and runs * len(plans) > 1:
             with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
-                results = list(pool.map(_makespans, tasks))
+                try:
+                    results = list(pool.map(_makespans, tasks))
+                except BaseException:  # Ctrl-C: drop the chunks not started, wait only for the running ones
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
         else:
             results = [_makespans(t) for t in tasks]
     finally:
@@ -138,7 +166,8 @@ def grid(
     written = resolve(raw, file=file)
     baseline = run(written, seed, report=False).makespan or 0.0
     settings_list = combinations(axes)
-    plans = [plan_for(raw, settings, file) for settings in settings_list]
+    texts_list = [dict(zip([a.key for a in axes], t, strict=True)) for t in itertools.product(*(a.texts or tuple(map(show_value, a.values)) for a in axes))]
+    plans = [plan_for(raw, settings, file, texts) for settings, texts in zip(settings_list, texts_list, strict=True)]
     rows = []
     for i, (settings, plan) in enumerate(zip(settings_list, plans, strict=True)):
         report = run(plan, seed, report=False)
@@ -186,7 +215,8 @@ def _rank(key: str, value: Any) -> float | None:
 def mark_anomalies(rows: list[Row], axes: Sequence[Axis], key: Callable[[Row], float | None]) -> None:
     """Flag a row that is slower than a row differing only in one setting that is less
     parallel (a larger window, shared instead of exclusive…): greedy schedules do that."""
-    by_settings = {tuple(r.settings.items()): r for r in rows}
+    key_of = msgspec.json.encode  # settings may hold lists (depends_on): compare them as JSON
+    by_settings = {key_of(r.settings): r for r in rows}
     for row in rows:
         for axis in axes:
             mine = _rank(axis.key, row.settings[axis.key])
@@ -196,7 +226,7 @@ def mark_anomalies(rows: list[Row], axes: Sequence[Axis], key: Callable[[Row], f
                 other_rank = _rank(axis.key, value)
                 if other_rank is None or other_rank >= mine:
                     continue
-                other = by_settings.get(tuple({**row.settings, axis.key: value}.items()))
+                other = by_settings.get(key_of({**row.settings, axis.key: value}))
                 a, b = key(row), key(other) if other else None
                 if a is not None and b is not None and a > b + 1e-9:
                     row.anomaly = f"slower than {axis.key}={value} ({a - b:g}s more)"

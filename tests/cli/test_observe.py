@@ -64,3 +64,21 @@ def test_a_logger_is_made_only_when_a_line_reaches_the_level():
     on_events = event_logger(lambda: made.append(1), logging.WARNING)  # --quiet
     on_events(core.begin(0.0) + core.finish(0, 0, 1, "succeeded", 1.0))
     assert made == []  # nothing at warning or above: structlog is never configured
+
+
+def test_the_live_view_prints_names_that_look_like_markup_as_text():
+    plan = plan_of("""
+        targets: [{name: "[red]web", roles: [web]}]
+        steps:
+          - {name: "[/oops]", roles: [web]}
+          - {name: "[bold]warm", start: with-previous, roles: [web]}
+    """)
+    core = Core(plan, "[/d]")
+    core.begin(0.0)
+    out = io.StringIO()
+    view = LiveView(core, console=Console(file=out, width=200, force_terminal=False))
+    view.live.console.print(view.render())
+    text = out.getvalue()
+    assert "[/d]  0/2 steps done" in text
+    assert "[/oops]" in text and "running: [red]web" in text
+    assert "[red]web waits for the lock held by [/oops]" in text

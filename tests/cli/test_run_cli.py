@@ -145,7 +145,10 @@ def test_import_rejects_a_history_that_breaks_the_rules(tmp_path):
     (tmp_path / "bad.jsonl").write_text("\n".join(renumbered) + "\n")
     p = abreast(tmp_path, "history", "import", "bad.jsonl", "--db", str(tmp_path / "x.db"))
     assert p.returncode == 2
-    assert "bad.jsonl:" in p.stderr and "finished while not running" in p.stderr and "Traceback" not in p.stderr
+    # Line 3 is web-02's start, where the rules start web-01 first: the first event that
+    # parts from the rules is named (web-01's finish, later, could never be legal either).
+    assert "bad.jsonl:3: execution.started of 'deploy' on web-02" in p.stderr and "Traceback" not in p.stderr
+    assert "the rules give execution.started of 'deploy' on web-01" in p.stderr
 
 
 def test_a_failing_command_exits_1_after_the_failure_step_ran(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 
@@ -10,10 +11,13 @@ from engine.events import (
     DeploymentFinished,
     EventFormatError,
     ExecutionFinished,
+    ExecutionOutput,
     ExecutionStarted,
     decode,
     encode,
     from_jsonl,
+    output_records,
+    read_jsonl,
     to_jsonl,
 )
 from simulator.sim import simulate
@@ -59,4 +63,30 @@ def test_fields_added_later_have_defaults_so_older_logs_still_decode():
 def test_a_bad_line_is_named():
     good = encode(ExecutionStarted(deployment="d", seq=1, at=0.0, step="A", target=None, attempt=1))
     with pytest.raises(EventFormatError, match=r"h\.jsonl:2: not an event"):
-        list(from_jsonl([good, b'{"type":"step.exploded"}'], name="h.jsonl"))
+        list(from_jsonl([good, b'{"type":"step.started","deployment":"d","seq":2}'], name="h.jsonl"))
+    with pytest.raises(EventFormatError, match=r"h\.jsonl:3: not an event"):
+        list(from_jsonl([good, b"", b'{"seq": 3}'], name="h.jsonl"))
+
+
+def test_a_type_this_reader_does_not_know_is_skipped_and_heard_of():
+    # docs/rules.md §3: new event types may be added; a reader skips a type it does not know.
+    good = encode(ExecutionStarted(deployment="d", seq=1, at=0.0, step="A", target=None, attempt=1))
+    heard = []
+    records = list(read_jsonl([good, b'{"type":"step.exploded","seq":2}', good], "h.jsonl", on_unknown=lambda n, t: heard.append((n, t))))
+    assert [n for n, _ in records] == [1, 3] and heard == [(2, "step.exploded")]
+
+
+def test_output_records_come_back_from_json_lines_and_plain_readers_skip_them():
+    records = output_records([("d", "A", "web-01", 1, "one"), ("d", "B", None, 1, "x"), ("d", "A", "web-01", 1, "two")])
+    assert records == [
+        ExecutionOutput(deployment="d", step="A", target="web-01", attempt=1, lines=["one", "two"]),
+        ExecutionOutput(deployment="d", step="B", target=None, attempt=1, lines=["x"]),
+    ]
+    out = io.BytesIO()
+    started = ExecutionStarted(deployment="d", seq=1, at=0.0, step="A", target="web-01", attempt=1)
+    to_jsonl([started], out)
+    to_jsonl(records, out)
+    lines = out.getvalue().splitlines()
+    assert json.loads(lines[1])["type"] == "execution.output"
+    assert [r for _, r in read_jsonl(lines)] == [started, *records]
+    assert list(from_jsonl(lines)) == [started]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import msgspec
 import pytest
 
 from engine.plan import Fixed, Lognormal, PerTarget, Triangular, Uniform
 from engine.scenario import ScenarioError, load, parse_seconds, warnings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 GOOD = {
     "name": "web farm",
@@ -174,3 +178,47 @@ def test_overrides_reach_policy_and_step_fields(tmp_path):
         with pytest.raises(ScenarioError) as e:
             load(p, [bad])
         assert message in str(e.value)
+
+
+def test_a_problem_an_override_caused_names_the_override(tmp_path):
+    p = write(tmp_path, "s.yaml", yaml_of(GOOD))
+    cases = {
+        "steps.smoke.window=0": "--set steps.smoke.window=0: $.steps[2].window: expected `int` >= 1",
+        # the rule is reported at `start`, but the step was changed by this --set
+        "steps.deploy web.depends_on=[migrate]": "--set steps.deploy web.depends_on=[migrate]: $.steps[1].start: a step cannot be both",
+        "steps.migrate.duration=.inf": "--set steps.migrate.duration=.inf: $.steps[0].duration: expected a finite number, got inf",
+    }
+    for setting, expected in cases.items():
+        with pytest.raises(ScenarioError) as e:
+            load(p, [setting])
+        assert str(e.value) == expected or str(e.value).startswith(expected), str(e.value)
+    # A problem of the file itself still names the file.
+    bad = write(tmp_path, "b.yaml", yaml_of({**GOOD, "resources": {"db": 0}}))
+    with pytest.raises(ScenarioError) as e:
+        load(bad, ["max_parallel_steps=2"])
+    assert str(e.value).startswith(f"{bad}: $.resources[...]: expected `int` >= 1")
+
+
+def test_a_recorded_plan_is_checked_like_a_scenario_file():
+    from engine.plan import plan_from_builtins, plan_to_builtins
+    from engine.scenario import check_plan
+
+    for path in sorted((ROOT / "scenarios").glob("*.yaml")):
+        plan = plan_from_builtins(plan_to_builtins(load(path)))
+        assert check_plan(plan, "log") is plan
+    plan = load(ROOT / "scenarios" / "seed-parallel-steps.yaml")
+    steps = list(plan.steps)
+    steps[0] = msgspec.structs.replace(steps[0], name="deploy\x00app")
+    with pytest.raises(ScenarioError, match=r"log: \$.steps\[0\].name: a NUL character"):
+        check_plan(msgspec.structs.replace(plan, steps=tuple(steps)), "log")
+    steps[0] = msgspec.structs.replace(plan.steps[0], duration=Fixed(float("nan")))
+    with pytest.raises(ScenarioError, match=r"\$.steps\[0\].duration: expected a finite number"):
+        check_plan(msgspec.structs.replace(plan, steps=tuple(steps)), "log")
+
+
+def test_utf8_with_a_bom_and_yaml_merge_keys_still_read(tmp_path):
+    # A merge key (`<<`) is not a duplicate of the keys beside it; `name` overrides it.
+    p = tmp_path / "bom.yaml"
+    p.write_bytes("\ufeff".encode() + b"targets: [{name: w, roles: [web]}]\nsteps:\n  - &s {name: a, roles: [web], duration: 5}\n  - {<<: *s, name: b}\n")
+    plan = load(p)
+    assert [s.name for s in plan.steps] == ["a", "b"] and plan.steps[1].duration == Fixed(5.0)

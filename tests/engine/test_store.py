@@ -170,3 +170,70 @@ def test_exists_tells_whether_a_stream_has_events(store):
     assert not store.exists("d1")
     store.append([started("d1")])
     assert store.exists("d1") and not store.exists("d2")
+
+
+def test_a_new_store_and_its_folder_are_readable_by_their_owner_only(tmp_path):
+    import stat
+
+    s = SqliteStore(tmp_path / "new" / "abreast.db")
+    s.append([started("d1")])
+    s.close()
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "new" / "abreast.db").stat().st_mode) == 0o600
+
+
+def test_a_store_opened_read_only_reads_and_refuses_to_write_in_words(tmp_path):
+    path = tmp_path / "x.db"
+    s = SqliteStore(path)
+    s.append([started("d1"), step("d1", 2)])
+    s.add_output([OutputLine("d1", "a", None, 1, 1, "hello")])
+    s.close()
+    ro = SqliteStore(path, readonly=True)
+    assert [e.seq for e in ro.read("d1")] == [1, 2]
+    assert [d.id for d in ro.deployments()] == ["d1"] and [o.line for o in ro.output("d1")] == ["hello"]
+    with pytest.raises(StoreError, match="cannot append events: the store is read-only"):
+        ro.append([step("d1", 3)])
+    ro.close()
+    with pytest.raises(StoreError, match="no event store there"):
+        SqliteStore(tmp_path / "missing.db", readonly=True)
+
+
+def test_a_damaged_file_is_a_store_error_that_says_so(tmp_path):
+    path = tmp_path / "x.db"
+    s = SqliteStore(path)
+    for n in range(40):
+        s.append([started(f"d{n}", scenario="x" * 500)])
+    s.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    s.close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    for p in range(1, len(data) // page):
+        data[p * page : (p + 1) * page] = b"\xa5" * page
+    path.write_bytes(data)
+    with pytest.raises(StoreError, match="damaged") as e:
+        damaged = SqliteStore(path)
+        try:
+            damaged.deployments()
+        finally:
+            damaged.close()
+    assert str(path) in str(e.value)
+
+
+def test_a_device_or_a_folder_is_no_store(tmp_path):
+    with pytest.raises(StoreError, match="not a regular file"):
+        SqliteStore("/dev/zero")
+    with pytest.raises(StoreError, match="not a regular file"):
+        SqliteStore(tmp_path)
+
+
+def test_a_full_disk_is_a_store_error_that_says_so_and_leaves_the_stream_as_it_was(tmp_path):
+    s = SqliteStore(tmp_path / "x.db")
+    s.append([started("d1")])
+    pages = s.conn.execute("PRAGMA page_count").fetchone()[0]
+    s.conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own "database or disk is full"
+    with pytest.raises(StoreError, match="cannot append events: the disk is full"):
+        s.append([StepStarted(deployment="d1", seq=n, at=float(n), step="x" * 2000) for n in range(2, 50)])
+    with pytest.raises(StoreError, match="cannot store output: the disk is full"):
+        s.add_output([OutputLine("d1", "a", None, 1, n, "y" * 2000) for n in range(1, 50)])
+    assert [e.seq for e in s.read("d1")] == [1]
+    s.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,117 @@ def test_json_lists_every_change_tried(name):
     result = CliRunner().invoke(app, ["advise", str(ROOT / "scenarios" / name), "--format", "json"])
     doc = json.loads(result.stdout)
     assert doc["changes"] and all({"change", "settings", "assumption", "makespan", "saved"} <= set(c) for c in doc["changes"])
+
+
+# --- order on a target, and hints that run -------------------------------------------------
+
+
+def first_starts(report) -> dict:
+    """Per target (None: the server), the steps in the order they first started there."""
+    out: dict = {}
+    for row in report.rows:
+        if row.attempt == 1 and row.step not in out.setdefault(row.target, []):
+            out[row.target].append(row.step)
+    return out
+
+
+def same_order(before: dict, after: dict) -> bool:
+    for target, steps in after.items():
+        common = [s for s in steps if s in before.get(target, [])]
+        if common != [s for s in before.get(target, []) if s in common]:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("name", ["web-farm-rolling.yaml", "db-then-fleets.yaml", "microservices.yaml", "seed-parallel-steps.yaml"])
+def test_by_default_every_change_and_the_combination_keep_each_targets_order(name):
+    from simulator.sim import run
+
+    raw = yaml.safe_load((ROOT / "scenarios" / name).read_text())
+    written = first_starts(run(resolve(raw)))
+    advice = advise(raw)
+    assert advice.withheld >= (1 if name != "seed-parallel-steps.yaml" else 0)
+    for change in advice.changes:
+        assert change.reorders == []
+        assert same_order(written, first_starts(run(plan_for(raw, change.settings, "x")))), change.change
+    combined = {k: v for c in advice.best for k, v in c.settings.items()}
+    assert same_order(written, first_starts(run(plan_for(raw, combined, "x"))))
+
+
+def test_the_web_farm_upgrade_may_overtake_the_push_only_when_asked_and_says_where():
+    raw = yaml.safe_load((ROOT / "scenarios" / "web-farm-rolling.yaml").read_text())
+    assert not any(c.change == "run 'upgrade web' with the previous step" for c in advise(raw).changes)
+    allowed = advise(raw, allow_reorder=True)
+    change = next(c for c in allowed.changes if c.change == "run 'upgrade web' with the previous step")
+    # push package runs six servers at a time; upgrade web, now beside it, takes web-07..09
+    # (free while the push is on web-01..06) before the package reaches them.
+    assert [(r.first, r.then, r.targets) for r in change.reorders] == [("upgrade web", "push package", ["web-07", "web-08", "web-09"])]
+    assert allowed.best_reorders and all(r.first == "upgrade web" for r in allowed.best_reorders)
+
+
+def test_the_fleet_agent_upgrade_does_not_overtake_its_config_push_by_default():
+    raw = yaml.safe_load((ROOT / "scenarios" / "fleet-1000.yaml").read_text())
+    advice = advise(raw)
+    assert not any("upgrade agent" in c.change and "with the previous step" in c.change for c in advice.changes)
+    allowed = advise(raw, allow_reorder=True)
+    moved = [r for c in allowed.changes for r in c.reorders if r.then == "push config"]
+    assert moved and sum(len(r.targets) for r in moved) >= 100
+
+
+AWKWARD = {
+    "name": "awkward names",
+    "targets": [{"name": f"h{i}", "roles": ["web"]} for i in range(4)] + [{"name": "db's", "roles": ["db"]}],
+    "steps": [
+        {"name": "it's a=b", "roles": ["db"], "duration": 30},
+        {"name": "push $HOME `x`", "roles": ["web"], "duration": 10, "window": 1},
+        {"name": "[/oops] yes", "roles": ["web"], "duration": 5, "window": 2},
+        {"name": "on, off", "roles": ["db"], "duration": 3},
+        {"name": "smoke", "duration": 2},
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    "name,args",
+    [
+        ("web-farm-rolling.yaml", []),
+        ("web-farm-rolling.yaml", ["--allow-reorder"]),
+        ("db-then-fleets.yaml", ["--seed", "3"]),
+        ("microservices.yaml", ["--allow-reorder"]),
+        ("seed-parallel-steps.yaml", []),
+        ("awkward.yaml", []),
+        ("awkward.yaml", ["--allow-reorder"]),
+    ],
+)
+def test_every_printed_hint_runs_when_pasted_into_a_shell(tmp_path, name, args):
+    import os
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    if name == "awkward.yaml":
+        (tmp_path / name).write_text(yaml.safe_dump(AWKWARD, sort_keys=False))
+    else:
+        shutil.copy(ROOT / "scenarios" / name, tmp_path / name)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    shown = subprocess.run([sys.executable, "-m", "abreast", "advise", name, "--top", "20", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    hints = re.findall(r"^\s+(\d+\.|try it:) (abreast simulate .*)$", shown.stdout, re.M)
+    assert hints, shown.stdout
+    doc = json.loads(subprocess.run(
+        [sys.executable, "-m", "abreast", "advise", name, "--format", "json", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    ).stdout)
+    helpful = [c for c in doc["changes"] if c["saved"] > 1e-9]
+    # `abreast` on PATH is this venv's; make sure the shell finds the one under test.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "abreast").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m abreast "$@"\n')
+    (bin_dir / "abreast").chmod(0o755)
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    for label, hint in hints:
+        p = subprocess.run(hint + " --format json", shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert p.returncode in (0, 1) and "Traceback" not in p.stderr, (hint, p.stderr)
+        # ... and shows the makespan the advice promised.
+        promised = doc["best_makespan"] if label == "try it:" else helpful[int(label[:-1]) - 1]["makespan"]
+        assert json.loads(p.stdout)["makespan"] == pytest.approx(promised, abs=1e-9), hint

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from abreast.cli import app
 from engine.scenario import ScenarioError
-from simulator.whatif import combinations, grid, monte_carlo, parse_axes, percentile, plan_for
+from simulator.whatif import combinations, grid, monte_carlo, parse_axes, percentile, plan_for, split_values
 
 ROOT = Path(__file__).resolve().parents[2]
 FLEETS = ROOT / "scenarios" / "db-then-fleets.yaml"
@@ -102,3 +102,20 @@ def test_whatif_command_exit_codes_and_table():
     assert "★" in p.stdout and "⚠ slower than steps.A.window=1" in p.stdout
     bad = subprocess.run([sys.executable, "-m", "abreast", "whatif", str(FLEETS), "--set", "steps.nope.window=1,2"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "no step named 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_values_split_at_commas_outside_brackets_and_quotes():
+    assert split_values('1,2, [a, b],{x: 1, y: 2},"c, d"') == ["1", "2", " [a, b]", "{x: 1, y: 2}", '"c, d"']
+    axes = parse_axes(["steps.deploy web.depends_on=[migrate],[migrate, backup database],[]"])
+    assert axes[0].values == (["migrate"], ["migrate", "backup database"], [])
+
+
+def test_depends_on_varies_like_any_other_setting_and_anomalies_compare_lists():
+    raw = raw_of(FLEETS)
+    first = raw["steps"][0]["name"]
+    axes = parse_axes([f"steps.warm caches.depends_on=[{first}],[deploy web, deploy api]", "max_parallel_steps=1,2"], raw=raw)
+    rows = grid(raw, axes)
+    assert [r.settings["steps.warm caches.depends_on"] for r in rows] == [[first], [first], ["deploy web", "deploy api"], ["deploy web", "deploy api"]]
+    for r in rows:
+        plan = plan_for(raw, r.settings, "x")
+        assert next(s for s in plan.steps if s.name == "warm caches").depends_on == tuple(r.settings["steps.warm caches.depends_on"])
