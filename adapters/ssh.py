@@ -1,0 +1,773 @@
+"""The ssh adapter: a step's `run` on a remote host, through the OpenSSH client.
+
+The OpenSSH client is the SSH library: the user's ~/.ssh/config, agent, ProxyJump and
+known hosts apply, and a connection is a subprocess trio can cancel. Per destination
+(host, user, port, identity file, options) one master connection (`ControlMaster`) is
+opened on first use, with its control socket in a private 0700 folder, and every
+execution is a session multiplexed over it; `aclose()` closes them all when the
+deployment ends. `BatchMode=yes`: never a prompt. Host keys are checked as the user's
+OpenSSH configuration says. A connection carries at most `max_sessions` sessions at
+once (sshd's MaxSessions, 10 by default); more open another connection to that host.
+
+Each attempt keeps its record on the remote host (adapters/record.py): under the state
+root (`~/.abreast/state`, 0700) the attempt's folder holds `started`, `output` and
+`exit`, written by the same POSIX sh WRAPPER the local adapter uses, started as the
+leader of a session of its own (`setsid`). One ssh session per attempt sends a small
+script on the session's stdin to the remote `/bin/sh` (so no login shell ever parses a
+scenario value, and every value in the script is quoted with shlex.quote). The script
+claims the attempt's folder, runs the wrapper in the foreground with ABREAST_* in its
+environment, and streams `output` back as it grows (GNU `tail -f --pid`); when the
+wrapper ends it truncates a `.follow` file tail also watches, so tail notices at once,
+and says `abreast-exit STATUS` on stderr. Nothing the command writes goes to stderr
+(the wrapper sends it all to `output`), so stderr carries only the machinery's lines
+(`abreast-...`) and ssh's own diagnostics.
+
+Because the wrapper runs on without the session (no terminal: nothing sends it a
+hangup), a dropped connection or a dead orchestrator kills no remote command; the
+record says what became of it (`adopt`). Cancelling (a timeout, a cancelled
+deployment) signals the remote process group through the master connection — TERM,
+then KILL after the grace period — using the pid in the remote `started` record.
+
+What the remote host needs: a POSIX /bin/sh, util-linux `setsid`, GNU coreutils
+(`tail --pid`, `stat`, `mkdir`, `sleep` with fractions) and /proc (for the record's
+process start time and boot id); checked once per connection.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+import trio
+
+from adapters.record import WRAPPER, LineSplitter, attempt_path
+from engine.adapter import AttemptResult, ExecutionRequest, OutputSink
+from engine.plan import Target
+
+CONNECT_TIMEOUT = 10.0
+GRACE_SECONDS = 5.0
+STATE_ROOT = "~/.abreast/state"
+MAX_SESSIONS = 10  # sshd's default MaxSessions: sessions one connection may carry at once
+CONTROL_PERSIST = 300  # seconds an idle master outlives a crashed orchestrator
+MAX_SCRIPT = 1 << 20  # bytes of script (the command included) one session can take
+
+# Options abreast sets itself: a scenario that sets them would break the multiplexing,
+# ask for a prompt, or run something else than the step.
+MANAGED_OPTIONS = frozenset(
+    name.lower()
+    for name in (
+        "BatchMode", "ControlMaster", "ControlPath", "ControlPersist", "ForkAfterAuthentication", "RemoteCommand",
+        "RequestTTY", "SessionType", "StdinNull", "EscapeChar",
+    )
+)
+
+
+class Destination(msgspec.Struct, frozen=True):
+    """Where a target's sessions go: one master connection per distinct value."""
+
+    host: str
+    user: str | None
+    port: int | None
+    identity_file: str | None
+    options: tuple[tuple[str, str], ...]
+
+    def label(self) -> str:
+        user = f"{self.user}@" if self.user else ""
+        port = f":{self.port}" if self.port is not None else ""
+        return f"{user}{self.host}{port}"
+
+
+class SshError(Exception):
+    """The host could not be reached or the remote side could not run the attempt."""
+
+
+class SshAdapter:
+    name = "ssh"
+
+    def __init__(
+        self,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        grace: float = GRACE_SECONDS,
+        state_root: str = STATE_ROOT,
+        max_sessions: int = MAX_SESSIONS,
+        ssh: str = "ssh",
+    ):
+        self.connect_timeout = connect_timeout
+        self.grace = grace
+        self.state_root = state_root
+        self.max_sessions = max_sessions
+        self.ssh = ssh
+        self._hosts: dict[Destination, _Host] = {}
+        self._folder: str | None = None  # the private folder of the control sockets
+        self._count = 0
+        self._closed = False
+
+    # -- checking a target before anything runs ---------------------------------------
+
+    def check(self, target: Target, folder: Path) -> list[tuple[str, str]]:
+        """Problems with a target's ssh fields, as (field, message), before anything runs."""
+        problems = []
+        host = target.host if target.host is not None else target.name
+        if host.startswith("-") or _unprintable(host) or any(c.isspace() for c in host):
+            problems.append(("host", f"not a host name: {host!r}"))
+        if target.user is not None and (_unprintable(target.user) or target.user.startswith("-")):
+            problems.append(("user", f"not a user name: {target.user!r}"))
+        if target.workdir is not None and target.workdir.startswith("~") and not (
+            target.workdir == "~" or target.workdir.startswith("~/")
+        ):
+            problems.append(("workdir", "~user is not understood: write the folder's path"))
+        if target.identity_file is not None:
+            path = _local_path(target.identity_file, folder)
+            if not os.path.isfile(path):
+                problems.append(("identity_file", f"no such file: {path}"))
+        for key in target.ssh_options:
+            if key.lower() in MANAGED_OPTIONS:
+                problems.append((f"ssh_options.{key}", "abreast sets this option itself (one master connection per host, no prompts)"))
+        return problems
+
+    # -- running -----------------------------------------------------------------------
+
+    async def run(self, request: ExecutionRequest, output: OutputSink) -> AttemptResult:
+        command = request.step.run
+        if command is None:
+            return AttemptResult("succeeded")  # a step without `run` succeeds at once
+        target = request.target
+        if target is None:
+            return AttemptResult("failed", None, "the ssh adapter needs a target (a server step runs on the orchestrator)")
+        dest = self.destination(target, request.workdir)
+        where = f"ssh {target.name} ({dest.label()})"
+        values = (command, request.deployment, request.step.name, target.name, target.workdir or "")
+        if any("\0" in v for v in values):
+            return AttemptResult("failed", None, f"{where}: a NUL character cannot reach a shell")
+        record = self._record(request)
+        script = _run_script(record, request, _remote_path(target.workdir) if target.workdir else "''")
+        stream = _Stream(output)
+        try:
+            session = await self._start(dest, script, stream)
+        except SshError as e:
+            return AttemptResult("failed", None, f"{where}: {e}")
+        try:
+            code = await session.finish()
+            return await self._result(dest, where, record, session, code, stream)
+        except BaseException:  # cancelled (perhaps inside an exception group), or worse
+            with trio.CancelScope(shield=True):
+                await self._stop_and_drain(dest, record, session)
+            raise
+
+    async def _result(
+        self, dest: Destination, where: str, record: str, session: _Session, code: int, stream: _Stream
+    ) -> AttemptResult:
+        """How the attempt ended, from the session's stderr (`abreast-exit`), or from the
+        remote record when the session broke off."""
+        report = _Report(session.errors)
+        if report.exit is not None:
+            stream.close()
+            return _exit_result(report.exit)
+        if report.error is not None:
+            stream.close()
+            return AttemptResult("failed", None, f"{where}: {report.error}{report.detail_suffix()}")
+        # No word from the remote script: ssh itself failed (exit 255), the connection
+        # dropped mid-command, or the login shell never ran the script. The record knows
+        # whether the command ran and how it ended.
+        cause = _cause(report.other, code)
+        try:
+            state = await self._inspect(dest, record, stream.received, stream)
+        except SshError as e:
+            stream.close()
+            return AttemptResult("failed", None, f"{where}: {cause}; and the host cannot be reached again to check on the command ({e}): it may still run")
+        stream.close()
+        if state.exit is not None:
+            return _exit_result(state.exit)
+        if state.state == "running":
+            try:
+                await self._stop(dest, record)
+            except SshError as e:
+                return AttemptResult("failed", None, f"{where}: {cause} mid-command; stopping the remote command failed ({e}): it may still run")
+            return AttemptResult("failed", None, f"{where}: {cause} mid-command; the remote command was stopped")
+        return AttemptResult("failed", None, f"{where}: {cause}")
+
+    async def adopt(self, request: ExecutionRequest, output: OutputSink) -> AttemptResult | None:
+        """After a crash: the attempt's remote record decides (see engine/adapter.py).
+        None when it never started there or its fate cannot be known; its result when
+        it finished (with `ended_after`); waited for, output and all, while it runs."""
+        target = request.target
+        if target is None or request.step.run is None:
+            return None
+        dest = self.destination(target, request.workdir)
+        where = f"ssh {target.name} ({dest.label()})"
+        record = self._record(request)
+        stream = _Stream(output)
+        try:
+            session = await self._start(dest, _inspect_script(record, follow=True, offset=0), stream)
+        except SshError as e:
+            raise SshError(f"{where}: {e}") from None
+        try:
+            code = await session.finish()
+        except BaseException:  # cancelled (perhaps inside an exception group), or worse
+            with trio.CancelScope(shield=True):
+                await self._stop_and_drain(dest, record, session)
+            raise
+        report = _Report(session.errors)
+        stream.close()
+        if report.state in ("none", "lost"):
+            return None
+        if report.exit is None:
+            # The session broke off while following: look again (or give up if the
+            # host is gone: the runtime treats an exception like any adapter error).
+            if report.state is None and code == 255:
+                raise SshError(f"{where}: {_cause(report.other, code)}")
+            return None
+        result = _exit_result(report.exit)
+        if report.state == "finished":
+            result = msgspec.structs.replace(result, ended_after=report.ended_after)
+        return result
+
+    # -- sessions --------------------------------------------------------------------------
+
+    async def _start(self, dest: Destination, script: str, stream: _Stream) -> _Session:
+        """Open a session on the destination's master connection (opening that first
+        if needed) that runs `script` with the remote /bin/sh."""
+        data = ("main() {\n" + script + "\n}\nmain\n").encode()
+        host = self._host(dest)
+        connection = await host.acquire(self)
+        try:
+            return await _Session.start(self._session_argv(connection), data, stream, connection)
+        except BaseException:
+            connection.release()
+            raise
+
+    async def _inspect(self, dest: Destination, record: str, offset: int, stream: _Stream) -> _Report:
+        """The record's state without following: the rest of the output after `offset`
+        bytes when it finished."""
+        session = await self._start(dest, _inspect_script(record, follow=False, offset=offset), stream)
+        with trio.CancelScope(deadline=trio.current_time() + self.connect_timeout + self.grace):
+            code = await session.finish()
+        report = _Report(session.errors)
+        if report.state is None:
+            raise SshError(_cause(report.other, code))
+        return report
+
+    async def _stop(self, dest: Destination, record: str) -> None:
+        """TERM the attempt's remote process group, KILL it after the grace period (or
+        make sure the attempt never starts, if it has not yet)."""
+        session = await self._start(dest, _stop_script(record, self.grace, self.state_root), _Stream(None))
+        with trio.move_on_after(self.connect_timeout + self.grace + 35):
+            code = await session.finish()
+        report = _Report(session.errors)
+        if not report.stopped:
+            raise SshError(report.error or _cause(report.other, code))
+
+    async def _stop_and_drain(self, dest: Destination, record: str, session: _Session) -> None:
+        """On cancellation: stop the remote command, then let the attempt's own session
+        deliver the last of its output and end (it ends when the wrapper has)."""
+        try:
+            await self._stop(dest, record)
+        except SshError:
+            pass  # the host is gone: nothing more can be done from here
+        with trio.move_on_after(self.grace + 2):
+            await session.finish()
+        await session.kill()
+
+    # -- connections -----------------------------------------------------------------------
+
+    def destination(self, target: Target, folder: Path) -> Destination:
+        identity = _local_path(target.identity_file, folder) if target.identity_file is not None else None
+        return Destination(
+            host=target.host if target.host is not None else target.name,
+            user=target.user,
+            port=target.port,
+            identity_file=identity,
+            options=tuple(target.ssh_options.items()),
+        )
+
+    def _host(self, dest: Destination) -> _Host:
+        if self._closed:
+            raise SshError("the deployment's ssh connections are closed")
+        host = self._hosts.get(dest)
+        if host is None:
+            host = self._hosts[dest] = _Host(dest)
+        return host
+
+    def _new_socket(self) -> str:
+        if self._folder is None:
+            # Short on purpose: a socket path must fit in ~100 bytes, and ssh adds a
+            # random suffix of its own while it binds.
+            base = "/tmp" if os.access("/tmp", os.W_OK) else tempfile.gettempdir()
+            self._folder = tempfile.mkdtemp(prefix="abreast-ssh-", dir=base)  # mode 0700
+        self._count += 1
+        return f"{self._folder}/{self._count}"
+
+    def _common_argv(self, dest: Destination, socket: str) -> list[str]:
+        argv = [self.ssh, "-o", f"ControlPath={socket}", "-o", "BatchMode=yes"]
+        if dest.user is not None:
+            argv += ["-l", dest.user]
+        if dest.port is not None:
+            argv += ["-p", str(dest.port)]
+        if dest.identity_file is not None:
+            argv += ["-i", dest.identity_file]
+        # ssh keeps the first value it sees for an option: the scenario's come first,
+        # abreast's defaults after them.
+        for key, value in dest.options:
+            argv += ["-o", f"{key}={value}"]
+        argv += [
+            "-o", f"ConnectTimeout={max(1, round(self.connect_timeout))}",
+            "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR",
+        ]
+        return argv
+
+    def _session_argv(self, connection: _Connection) -> list[str]:
+        return [*connection.argv, "-o", "ControlMaster=no", "-T", "--", connection.dest.host, "exec /bin/sh"]
+
+    async def _open(self, dest: Destination) -> _Connection:
+        """Open a master connection, check the remote side once, make the state root."""
+        socket = self._new_socket()
+        log = socket + ".log"
+        argv = self._common_argv(dest, socket)
+        master = [*argv, "-E", log, "-o", "ControlMaster=yes", "-o", f"ControlPersist={CONTROL_PERSIST}", "-f", "-N", "--", dest.host]
+        code: int | None = None
+        with trio.move_on_after(self.connect_timeout * 1.5 + 1) as limit:
+            proc = await trio.lowlevel.open_process(master, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                errors = await _read_all(proc.stderr)
+                code = await proc.wait()
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    with trio.CancelScope(shield=True):
+                        await proc.wait()
+        if limit.cancelled_caught:
+            raise SshError(f"timed out connecting (after {self.connect_timeout * 1.5 + 1:g}s)")
+        text = _read_text(log) + errors.decode("utf-8", "replace")
+        if code != 0 or not os.path.exists(socket):
+            raise SshError(_cause(text.splitlines(), code))
+        connection = _Connection(dest, socket, argv)
+        try:
+            session = await _Session.start(self._session_argv(connection), _probe_script(self.state_root).encode(), _Stream(None), None)
+            code = None
+            with trio.move_on_after(self.connect_timeout + 5):
+                code = await session.finish()
+            await session.kill()
+            report = _Report(session.errors)
+            if not report.ready:
+                raise SshError(report.error or _cause(report.other, code))
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._exit_master(connection)
+            raise
+        return connection
+
+    async def _exit_master(self, connection: _Connection) -> None:
+        argv = [*connection.argv, "-O", "exit", "--", connection.dest.host]
+        with trio.move_on_after(5):
+            await trio.run_process(argv, stdin=subprocess.DEVNULL, capture_stdout=True, capture_stderr=True, check=False)
+        for path in (connection.socket, connection.socket + ".log"):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    async def aclose(self) -> None:
+        """Close every master connection (the deployment has ended), and their folder."""
+        self._closed = True
+        connections = [c for host in self._hosts.values() for c in host.connections]
+        self._hosts.clear()
+        with trio.CancelScope(shield=True):  # also when the deployment was cancelled
+            async with trio.open_nursery() as nursery:
+                for connection in connections:
+                    nursery.start_soon(self._exit_master, connection)
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    def _record(self, request: ExecutionRequest) -> str:
+        """The attempt's remote folder, as sh words."""
+        target = request.target.name if request.target is not None else None
+        return _remote_path(self.state_root) + "/" + shlex.quote(attempt_path(request.deployment, request.step.name, target, request.attempt))
+
+
+# -- connections and sessions ----------------------------------------------------------------
+
+
+class _Connection:
+    """One master connection: its control socket and how many sessions it carries."""
+
+    def __init__(self, dest: Destination, socket: str, argv: list[str]):
+        self.dest = dest
+        self.socket = socket
+        self.argv = argv
+        self.sessions = 0
+        self.host: _Host | None = None
+
+    def usable(self) -> bool:
+        return os.path.exists(self.socket)  # the master removes it when it ends
+
+    def release(self) -> None:
+        self.sessions -= 1
+
+
+class _Host:
+    """The master connections to one destination, opened on first use (one at a time:
+    attempts that wait for an opening share its outcome, so a dead host costs one
+    connect timeout, not one per attempt)."""
+
+    def __init__(self, dest: Destination):
+        self.dest = dest
+        self.connections: list[_Connection] = []
+        self.lock = trio.Lock()
+        self.opened = 0  # openings tried so far
+        self.failure: tuple[int, str] | None = None  # (opening number, why it failed)
+
+    def _free(self, limit: int) -> _Connection | None:
+        self.connections = [c for c in self.connections if c.usable()]
+        for c in self.connections:
+            if c.sessions < limit:
+                c.sessions += 1
+                return c
+        return None
+
+    async def acquire(self, adapter: SshAdapter) -> _Connection:
+        connection = self._free(adapter.max_sessions)
+        if connection is not None:
+            return connection
+        seen = self.opened
+        async with self.lock:
+            connection = self._free(adapter.max_sessions)
+            if connection is not None:
+                return connection
+            if self.failure is not None and self.failure[0] > seen:
+                raise SshError(self.failure[1])  # the opening we waited for failed
+            self.opened += 1
+            try:
+                connection = await adapter._open(self.dest)
+            except SshError as e:
+                self.failure = (self.opened, str(e))
+                raise
+            self.failure = None
+            connection.host = self
+            connection.sessions = 1
+            self.connections.append(connection)
+            return connection
+
+
+class _Stream:
+    """The command's output as it arrives: bytes counted, split into lines for the sink."""
+
+    def __init__(self, output: OutputSink | None):
+        self.output = output
+        self.splitter = LineSplitter()
+        self.received = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        if self.output is not None:
+            for line in self.splitter.feed(chunk):
+                self.output(line)
+
+    def close(self) -> None:
+        if self.output is not None:
+            for line in self.splitter.close():
+                self.output(line)
+
+
+class _Session:
+    """One ssh session (a multiplexing client process): the script goes in on stdin,
+    stdout is the command's output, stderr the machinery's lines."""
+
+    def __init__(self, proc: trio.Process, stream: _Stream, connection: _Connection | None):
+        self.proc = proc
+        self.stream = stream
+        self.connection = connection
+        self.errors = bytearray()
+        self.code: int | None = None
+
+    @classmethod
+    async def start(cls, argv: list[str], data: bytes, stream: _Stream, connection: _Connection | None) -> _Session:
+        # The whole script waits in the pipe before ssh starts: nothing to write later,
+        # and a session cut short never runs half a script (it is one function).
+        if len(data) > MAX_SCRIPT:
+            raise SshError(f"the command is too long ({len(data)} bytes; at most {MAX_SCRIPT})")
+        r, w = os.pipe()
+        try:
+            if len(data) > 65536:
+                fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, len(data))
+            os.write(w, data)
+            os.close(w)
+            w = -1
+            proc = await trio.lowlevel.open_process([*argv], stdin=r, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError as e:
+            raise SshError(f"cannot start ssh: {e}") from None
+        finally:
+            os.close(r)
+            if w >= 0:
+                os.close(w)
+        return cls(proc, stream, connection)
+
+    async def finish(self) -> int:
+        """Read stdout and stderr to their end and wait for ssh to exit; safe to call
+        again after a cancellation (nothing read is lost)."""
+        if self.code is not None:
+            return self.code
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_pump, self.proc.stderr, self.errors.extend)
+            await _pump(self.proc.stdout, self.stream.feed)
+        self.code = await self.proc.wait()
+        self._release()
+        return self.code
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+        self._release()
+
+    def _release(self) -> None:
+        if self.connection is not None:
+            self.connection.release()
+            self.connection = None
+
+
+async def _pump(stream: trio.abc.ReceiveStream, sink: Callable[[bytes], None]) -> None:
+    while chunk := await stream.receive_some(65536):
+        sink(chunk)
+
+
+async def _read_all(stream: trio.abc.ReceiveStream | None) -> bytes:
+    out = bytearray()
+    if stream is not None:
+        await _pump(stream, out.extend)
+    return bytes(out)
+
+
+# -- what the remote side says ---------------------------------------------------------------
+
+
+class _Report:
+    """The `abreast-...` lines a remote script wrote on stderr, and the other lines."""
+
+    def __init__(self, errors: bytes | bytearray):
+        self.exit: int | None = None
+        self.error: str | None = None
+        self.state: str | None = None
+        self.stopped = False
+        self.ready = False
+        self.mtimes: list[float] = []
+        self.other: list[str] = []
+        for line in bytes(errors).decode("utf-8", "replace").splitlines():
+            word, _, rest = line.partition(" ")
+            if word == "abreast-exit" and rest.strip().isdigit():
+                self.exit = int(rest)
+            elif word == "abreast-error:":
+                self.error = self.error or rest.strip()
+            elif word == "abreast-record":
+                self.state = rest.strip()
+            elif word == "abreast-stopped":
+                self.stopped = True
+            elif word == "abreast-ready":
+                self.ready = True
+            elif word == "abreast-mtime":
+                try:
+                    self.mtimes.append(float(rest))
+                except ValueError:
+                    pass
+            elif line.strip():
+                self.other.append(line.strip())
+
+    @property
+    def ended_after(self) -> float | None:
+        if len(self.mtimes) != 2:
+            return None
+        return max(0.0, self.mtimes[1] - self.mtimes[0])
+
+    def detail_suffix(self) -> str:
+        return f" ({'; '.join(self.other[-3:])})" if self.other else ""
+
+
+# Causes of a failed connection, by OpenSSH's own words (first match wins).
+_CAUSES = (
+    ("REMOTE HOST IDENTIFICATION HAS CHANGED", "the host key has changed (it differs from known_hosts)"),
+    ("has changed and you have requested strict checking", "the host key has changed (it differs from known_hosts)"),
+    ("host key is known for", "the host key is unknown (not in known_hosts)"),
+    ("Host key verification failed", "the host key could not be verified"),
+    ("Permission denied", "authentication refused"),
+    ("Too many authentication failures", "authentication refused"),
+    ("Connection refused", "connection refused"),
+    ("timed out", "timed out connecting"),
+    ("No route to host", "host unreachable"),
+    ("Network is unreachable", "network unreachable"),
+    ("Could not resolve hostname", "unknown host name"),
+    ("Name or service not known", "unknown host name"),
+    ("Connection closed", "connection closed by the host"),
+    ("Connection reset", "connection reset"),
+    ("closed by remote host", "the connection was lost"),
+    ("Broken pipe", "the connection was lost"),
+    ("read header failed", "the connection was lost"),
+)
+
+
+def _cause(lines: list[str], code: int | None) -> str:
+    """Why ssh failed, in a few words, with ssh's own last words."""
+    meaningful = [
+        line.strip()
+        for line in lines
+        if line.strip() and not line.startswith("@@@") and "Permanently added" not in line
+    ]
+    text = "\n".join(meaningful)
+    cause = next((words for needle, words in _CAUSES if needle in text), None)
+    detail = "; ".join(meaningful[-2:])
+    if cause is None:
+        cause = f"ssh failed (exit status {code})" if code is not None else "ssh failed"
+    return f"{cause} ({detail})" if detail else cause
+
+
+def _exit_result(code: int) -> AttemptResult:
+    if code == 0:
+        return AttemptResult("succeeded", 0)
+    return AttemptResult("failed", code, f"exit status {code}")
+
+
+# -- the remote scripts -------------------------------------------------------------------------
+# Each is the body of a sh function (see SshAdapter._start); `$d` is the attempt's
+# folder. Every value from the scenario is a shlex.quote'd word. Files are written with
+# `printf ''`, not `:`: a failed redirection on a special builtin ends a POSIX shell.
+
+
+def _run_script(record: str, request: ExecutionRequest, workdir: str) -> str:
+    env = " ".join(f"{name}={shlex.quote(value)}" for name, value in request.environment.items())
+    command = shlex.quote(request.step.run or "")
+    return f"""d={record}
+fail() {{ echo "abreast-error: $*" >&2; exit 125; }}
+(umask 077 && exec mkdir -p -- "$d") || fail "cannot make the attempt's record folder $d on the host"
+set -C
+if ! printf '' > "$d/output"; then
+  [ -e "$d/output" ] && fail "the attempt's record $d already exists on the host (this attempt ran or was cancelled before)"
+  fail "cannot write the attempt's record in $d on the host"
+fi
+set +C
+{{ echo "$$" > "$d/.main" && printf '' > "$d/.follow"; }} || fail "cannot write the attempt's record in $d on the host"
+{env} /bin/sh -c 'tail -q -f -c +1 --pid="$$" -- "$1/output" "$1/.follow" & exec setsid /bin/sh -c "$2" abreast-wrapper "$1" "$3" "$4"' abreast-follow "$d" {shlex.quote(WRAPPER)} {workdir} {command}
+s=$?
+if [ -s "$d/started" ] && [ ! -e "$d/exit" ]; then echo "$s" > "$d/exit"; fi
+printf '' > "$d/.follow"
+[ -s "$d/started" ] || fail "the attempt's wrapper did not start (exit status $s)"
+echo "abreast-exit $s" >&2
+exit "$s"
+"""
+
+
+def _inspect_script(record: str, follow: bool, offset: int) -> str:
+    """The record's state on stderr (`abreast-record none|lost|running|finished`); the
+    output on stdout (from byte `offset`); `abreast-exit` and the two `abreast-mtime`
+    lines once finished. With `follow`, a running attempt is followed to its end."""
+    running = (
+        """echo "abreast-record running" >&2
+  tail -q -f -c +1 --pid="$p" -- "$d/output" "$d/.follow"
+  i=0; while [ ! -e "$d/exit" ] && [ "$i" -lt 40 ]; do sleep 0.05; i=$((i+1)); done
+  [ -e "$d/exit" ] || { echo "abreast-record lost" >&2; exit 0; }"""
+        if follow
+        else """echo "abreast-record running" >&2; exit 0"""
+    )
+    return f"""d={record}
+if [ ! -s "$d/started" ]; then echo "abreast-record none" >&2; exit 0; fi
+read -r p t b < "$d/started"
+if [ ! -e "$d/exit" ]; then
+  live=
+  if read -r s < /proc/"$p"/stat 2>/dev/null; then
+    s=${{s##*) }}; set -f; set -- $s; set +f
+    if [ "$1" != Z ] && {{ [ -z "$t" ] || [ "$t" = "${{20}}" ]; }}; then live=1; fi
+  fi
+  n=; read -r n < /proc/sys/kernel/random/boot_id 2>/dev/null
+  if [ -n "$b" ] && [ "$b" != "$n" ]; then live=; fi
+  if [ -z "$live" ] && [ ! -e "$d/exit" ]; then echo "abreast-record lost" >&2; exit 0; fi
+fi
+if [ ! -e "$d/exit" ]; then
+  {running}
+else
+  echo "abreast-record finished" >&2
+  tail -c +{offset + 1} -- "$d/output"
+fi
+read -r s < "$d/exit"
+echo "abreast-exit $s" >&2
+stat -c 'abreast-mtime %.9Y' -- "$d/started" "$d/exit" >&2"""
+
+
+def _stop_script(record: str, grace: float, state_root: str) -> str:
+    """TERM the attempt's process group, KILL it after `grace` seconds. If the attempt
+    has not claimed its folder yet, claim it first so it never starts; if it has but its
+    wrapper has not written `started` yet, wait for that (while the session lives)."""
+    ticks = max(1, round(grace / 0.05))
+    return f"""d={record}
+i=0
+while [ ! -s "$d/started" ]; do
+  if (umask 077 && exec mkdir -p -- "$d") && (set -C && printf '' > "$d/output") 2>/dev/null; then
+    echo "abreast-stopped before it started" >&2; exit 0
+  fi
+  m=; [ -s "$d/.main" ] && read -r m < "$d/.main"
+  if [ -n "$m" ] && ! kill -0 "$m" 2>/dev/null; then echo "abreast-stopped it did not start" >&2; exit 0; fi
+  i=$((i+1)); [ "$i" -gt 600 ] && fail_start=1 && break
+  sleep 0.05
+done
+if [ -n "$fail_start" ]; then echo "abreast-error: the attempt did not start within 30 s" >&2; exit 1; fi
+read -r p t b < "$d/started"
+same() {{
+  if read -r s < /proc/"$p"/stat 2>/dev/null; then
+    s=${{s##*) }}; set -f; set -- $s; set +f
+    [ -z "$t" ] || [ "$t" = "${{20}}" ]
+  fi
+}}
+if [ ! -e "$d/exit" ] && same; then kill -s TERM -- "-$p" 2>/dev/null; fi
+i=0
+while [ ! -e "$d/exit" ] && [ "$i" -lt {ticks} ]; do sleep 0.05; i=$((i+1)); done
+if same || [ ! -r /proc/"$p"/stat ]; then kill -s KILL -- "-$p" 2>/dev/null; fi
+echo "abreast-stopped" >&2"""
+
+
+def _probe_script(state_root: str) -> str:
+    """Once per connection: the tools the attempts need, and the state root (0700)."""
+    return f"""fail() {{ echo "abreast-error: $*" >&2; exit 125; }}
+command -v setsid >/dev/null 2>&1 || fail "the host has no setsid (util-linux)"
+tail -c 0 --pid=1 /dev/null 2>/dev/null || fail "the host's tail cannot follow a process (tail --pid: GNU coreutils)"
+r={_remote_path(state_root)}
+(umask 077 && exec mkdir -p -- "$r") || fail "cannot make the state folder $r on the host"
+echo "abreast-ready" >&2"""
+
+
+def _remote_path(path: str) -> str:
+    """A remote path as one sh word: `~` and `~/...` from the remote $HOME."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        rest = path[2:]
+        return '"$HOME"/' + shlex.quote(rest) if rest else '"$HOME"'
+    return shlex.quote(path)
+
+
+def _local_path(path: str, folder: Path) -> str:
+    expanded = os.path.expanduser(path)
+    return expanded if os.path.isabs(expanded) else str(Path(folder, expanded))
+
+
+def _unprintable(text: str) -> bool:
+    return re.search(r"[\x00-\x1f\x7f]", text) is not None
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+__all__ = ["SshAdapter", "Destination", "SshError"]
