@@ -182,7 +182,7 @@ class SshAdapter:
             state = await self._inspect(dest, record, stream.received, stream)
         except SshError as e:
             stream.close()
-            return AttemptResult("failed", None, f"{where}: {cause}; and the host cannot be reached again to check on the command ({e}): it may still run")
+            return AttemptResult("failed", None, f"{where}: {cause}; the host cannot be reached again to check on the command ({e}): it may still run")
         stream.close()
         if state.exit is not None:
             return _exit_result(state.exit)
@@ -190,8 +190,8 @@ class SshAdapter:
             try:
                 await self._stop(dest, record)
             except SshError as e:
-                return AttemptResult("failed", None, f"{where}: {cause} mid-command; stopping the remote command failed ({e}): it may still run")
-            return AttemptResult("failed", None, f"{where}: {cause} mid-command; the remote command was stopped")
+                return AttemptResult("failed", None, f"{where}: mid-command, {cause}; stopping the remote command failed ({e}): it may still run")
+            return AttemptResult("failed", None, f"{where}: mid-command, {cause}; the remote command was stopped")
         return AttemptResult("failed", None, f"{where}: {cause}")
 
     async def adopt(self, request: ExecutionRequest, output: OutputSink) -> AttemptResult | None:
@@ -357,7 +357,7 @@ class SshAdapter:
             await session.kill()
             report = _Report(session.errors)
             if not report.ready:
-                raise SshError(report.error or _cause(report.other, code))
+                raise SshError(report.error + report.detail_suffix() if report.error else _cause(report.other, code))
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._exit_master(connection)
@@ -599,7 +599,8 @@ _CAUSES = (
     ("REMOTE HOST IDENTIFICATION HAS CHANGED", "the host key has changed (it differs from known_hosts)"),
     ("has changed and you have requested strict checking", "the host key has changed (it differs from known_hosts)"),
     ("host key is known for", "the host key is unknown (not in known_hosts)"),
-    ("Host key verification failed", "the host key could not be verified"),
+    # (asked to confirm an unknown key, BatchMode answers no without a word)
+    ("Host key verification failed", "the host key is unknown (or could not be verified)"),
     ("Permission denied", "authentication refused"),
     ("Too many authentication failures", "authentication refused"),
     ("Connection refused", "connection refused"),
@@ -626,6 +627,9 @@ def _cause(lines: list[str], code: int | None) -> str:
     text = "\n".join(meaningful)
     cause = next((words for needle, words in _CAUSES if needle in text), None)
     detail = "; ".join(meaningful[-2:])
+    if cause is None and code == 255 and not detail:
+        # A multiplexed session whose connection went away ends like this, silently.
+        cause, detail = "the connection was lost", "ssh exit status 255"
     if cause is None:
         cause = f"ssh failed (exit status {code})" if code is not None else "ssh failed"
     return f"{cause} ({detail})" if detail else cause
@@ -655,7 +659,10 @@ if ! printf '' > "$d/output"; then
   fail "cannot write the attempt's record in $d on the host"
 fi
 set +C
-{{ echo "$$" > "$d/.main" && printf '' > "$d/.follow"; }} || fail "cannot write the attempt's record in $d on the host"
+if ! {{ echo "$$" > "$d/.main" && printf '' > "$d/.follow"; }} 2>/dev/null; then
+  echo "$$" | cat > "$d/.main"  # the shell only says "I/O error": cat says which
+  fail "cannot write the attempt's record in $d on the host"
+fi
 {env} /bin/sh -c 'tail -q -f -c +1 --pid="$$" -- "$1/output" "$1/.follow" & exec setsid /bin/sh -c "$2" abreast-wrapper "$1" "$3" "$4"' abreast-follow "$d" {shlex.quote(WRAPPER)} {workdir} {command}
 s=$?
 if [ -s "$d/started" ] && [ ! -e "$d/exit" ]; then echo "$s" > "$d/exit"; fi

@@ -108,19 +108,24 @@ class Host:
         return self.process.pid
 
     def connections(self) -> list[int]:
-        """The sshd processes serving this host's connections (children of the listener)."""
-        out = []
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
+        """The sshd processes serving this host's connections, one per connection (the
+        listener's children: the privileged monitor of each)."""
+        return _children(self.pid)
+
+    def connection_processes(self) -> list[int]:
+        """Every sshd process of every connection: the monitors and the unprivileged
+        children that hold the TCP connections (killing those drops them)."""
+        monitors = self.connections()
+        return [child for pid in monitors for child in _children(pid) if _name(child).startswith("sshd")] + monitors
+
+    def drop_connections(self) -> None:
+        """Kill the sshd processes that serve this host's connections: the TCP
+        connections drop, as when a network goes away (the listener stays)."""
+        for pid in self.connection_processes():
             try:
-                with open(f"/proc/{name}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == self.pid:
-                out.append(int(name))
-        return out
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass  # a monitor ends when its child does
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -130,6 +135,29 @@ class Host:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def _children(parent: int) -> list[int]:
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            out.append(int(name))
+    return out
+
+
+def _name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""
 
 
 @dataclass
