@@ -1,26 +1,28 @@
 """The ssh adapter: a step's `run` on a remote host, through the OpenSSH client.
 
 The OpenSSH client is the SSH library: the user's ~/.ssh/config, agent, ProxyJump and
-known hosts apply, and a connection is a subprocess trio can cancel. Per destination
-(host, user, port, identity file, options) one master connection (`ControlMaster`) is
-opened on first use, with its control socket in a private 0700 folder, and every
-execution is a session multiplexed over it; `aclose()` closes them all when the
-deployment ends. `BatchMode=yes`: never a prompt. Host keys are checked as the user's
-OpenSSH configuration says. A connection carries at most `max_sessions` sessions at
-once (sshd's MaxSessions, 10 by default); more open another connection to that host.
+known hosts apply. Per destination (host, user, port, identity file, options) one
+master connection (`ssh -M`, ControlPersist) is opened on first use, with its control
+socket in a private 0700 folder; `aclose()` closes them all when the deployment ends.
+`BatchMode=yes`: never a prompt. Host keys are checked as the user's OpenSSH
+configuration says. Every execution is a session multiplexed over the master, opened
+through its control socket with OpenSSH's own multiplexing protocol (adapters/
+sshmux.py: what `ssh -S SOCKET host command` does, without an ssh process per
+execution). A connection carries at most `max_sessions` sessions at once (sshd's
+MaxSessions, 10 by default); more open another connection to that host.
 
 Each attempt keeps its record on the remote host (adapters/record.py): under the state
 root (`~/.abreast/state`, 0700) the attempt's folder holds `started`, `output` and
 `exit`, written by the same POSIX sh WRAPPER the local adapter uses, started as the
-leader of a session of its own (`setsid`). One ssh session per attempt sends a small
-script on the session's stdin to the remote `/bin/sh` (so no login shell ever parses a
-scenario value, and every value in the script is quoted with shlex.quote). The script
-claims the attempt's folder, runs the wrapper in the foreground with ABREAST_* in its
-environment, and streams `output` back as it grows (GNU `tail -f --pid`); when the
-wrapper ends it truncates a `.follow` file tail also watches, so tail notices at once,
-and says `abreast-exit STATUS` on stderr. Nothing the command writes goes to stderr
-(the wrapper sends it all to `output`), so stderr carries only the machinery's lines
-(`abreast-...`) and ssh's own diagnostics.
+leader of a session of its own (`setsid`). A session sends a small script on its stdin
+to the remote `/bin/sh` (so no login shell ever parses a scenario value, and every
+value in the script is quoted with shlex.quote). The script claims the attempt's
+folder, runs the wrapper in the foreground with ABREAST_* in its environment, and
+streams `output` back as it grows (GNU `tail -f --pid`); when the wrapper ends it
+truncates a `.follow` file tail also watches, so tail notices at once, and says
+`abreast-exit STATUS` on stderr. Nothing the command writes goes to stderr (the
+wrapper sends it all to `output`), so stderr carries only the machinery's lines
+(`abreast-...`) and the remote tools' own complaints.
 
 Because the wrapper runs on without the session (no terminal: nothing sends it a
 hangup), a dropped connection or a dead orchestrator kills no remote command; the
@@ -36,6 +38,7 @@ process start time and boot id); checked once per connection.
 from __future__ import annotations
 
 import fcntl
+import fnmatch
 import os
 import re
 import shlex
@@ -49,6 +52,7 @@ import msgspec
 import trio
 
 from adapters.record import WRAPPER, LineSplitter, attempt_path
+from adapters.sshmux import Control, MuxError
 from engine.adapter import AttemptResult, ExecutionRequest, OutputSink
 from engine.plan import Target
 
@@ -239,7 +243,7 @@ class SshAdapter:
         host = self._host(dest)
         connection = await host.acquire(self)
         try:
-            return await _Session.start(self._session_argv(connection), data, stream, connection)
+            return await _Session.open(connection, data, stream)
         except BaseException:
             connection.release()
             raise
@@ -258,7 +262,7 @@ class SshAdapter:
     async def _stop(self, dest: Destination, record: str) -> None:
         """TERM the attempt's remote process group, KILL it after the grace period (or
         make sure the attempt never starts, if it has not yet)."""
-        session = await self._start(dest, _stop_script(record, self.grace, self.state_root), _Stream(None))
+        session = await self._start(dest, _stop_script(record, self.grace), _Stream(None))
         with trio.move_on_after(self.connect_timeout + self.grace + 35):
             code = await session.finish()
         report = _Report(session.errors)
@@ -323,9 +327,6 @@ class SshAdapter:
         ]
         return argv
 
-    def _session_argv(self, connection: _Connection) -> list[str]:
-        return [*connection.argv, "-o", "ControlMaster=no", "-T", "--", connection.dest.host, "exec /bin/sh"]
-
     async def _open(self, dest: Destination) -> _Connection:
         """Open a master connection, check the remote side once, make the state root."""
         socket = self._new_socket()
@@ -350,7 +351,8 @@ class SshAdapter:
             raise SshError(_cause(text.splitlines(), code))
         connection = _Connection(dest, socket, argv)
         try:
-            session = await _Session.start(self._session_argv(connection), _probe_script(self.state_root).encode(), _Stream(None), None)
+            connection.agent, connection.environment = await self._session_settings(argv, dest)
+            session = await _Session.open(connection, _probe_script(self.state_root).encode(), _Stream(None), counted=False)
             code = None
             with trio.move_on_after(self.connect_timeout + 5):
                 code = await session.finish()
@@ -364,10 +366,37 @@ class SshAdapter:
             raise
         return connection
 
+    async def _session_settings(self, argv: list[str], dest: Destination) -> tuple[bool, tuple[bytes, ...]]:
+        """What the user's OpenSSH configuration asks of each session, as `ssh -G`
+        resolves it for this destination: agent forwarding, and the variables to pass
+        (SetEnv, and SendEnv's patterns over this environment)."""
+        p = await trio.run_process([*argv, "-G", "--", dest.host], stdin=subprocess.DEVNULL, capture_stdout=True, capture_stderr=True, check=False)
+        agent = False
+        environment: list[bytes] = []
+        patterns: list[str] = []
+        for line in p.stdout.decode("utf-8", "replace").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "forwardagent":
+                agent = value.strip() != "no"
+            elif key == "setenv":
+                environment.append(value.encode())
+            elif key == "sendenv":
+                patterns.append(value.strip())
+        for name, value in os.environ.items():
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns) and not name.startswith("ABREAST_"):
+                environment.append(f"{name}={value}".encode())
+        return agent, tuple(environment)
+
     async def _exit_master(self, connection: _Connection) -> None:
-        argv = [*connection.argv, "-O", "exit", "--", connection.dest.host]
         with trio.move_on_after(5):
-            await trio.run_process(argv, stdin=subprocess.DEVNULL, capture_stdout=True, capture_stderr=True, check=False)
+            try:
+                control = await Control.connect(connection.socket)
+                try:
+                    await control.terminate()
+                finally:
+                    control.close()
+            except MuxError:
+                pass  # already gone
         for path in (connection.socket, connection.socket + ".log"):
             try:
                 os.unlink(path)
@@ -405,6 +434,8 @@ class _Connection:
         self.argv = argv
         self.sessions = 0
         self.host: _Host | None = None
+        self.agent = False  # forward the agent, as the user's configuration says
+        self.environment: tuple[bytes, ...] = ()  # SetEnv/SendEnv variables for each session
 
     def usable(self) -> bool:
         return os.path.exists(self.socket)  # the master removes it when it ends
@@ -478,61 +509,82 @@ class _Stream:
 
 
 class _Session:
-    """One ssh session (a multiplexing client process): the script goes in on stdin,
-    stdout is the command's output, stderr the machinery's lines."""
+    """One session on a master connection, opened over its control socket
+    (adapters/sshmux.py): the script goes in on stdin, stdout is the command's output,
+    stderr the machinery's lines."""
 
-    def __init__(self, proc: trio.Process, stream: _Stream, connection: _Connection | None):
-        self.proc = proc
+    def __init__(self, control: Control, out: trio.lowlevel.FdStream, err: trio.lowlevel.FdStream, stream: _Stream,
+                 connection: _Connection | None):
+        self.control = control
+        self.out = out
+        self.err = err
         self.stream = stream
         self.connection = connection
         self.errors = bytearray()
         self.code: int | None = None
 
     @classmethod
-    async def start(cls, argv: list[str], data: bytes, stream: _Stream, connection: _Connection | None) -> _Session:
-        # The whole script waits in the pipe before ssh starts: nothing to write later,
-        # and a session cut short never runs half a script (it is one function).
+    async def open(cls, connection: _Connection, data: bytes, stream: _Stream, counted: bool = True) -> _Session:
+        # The whole script waits in the pipe before the session opens: nothing to write
+        # later, and a session cut short never runs half a script (it is one function).
         if len(data) > MAX_SCRIPT:
             raise SshError(f"the command is too long ({len(data)} bytes; at most {MAX_SCRIPT})")
-        r, w = os.pipe()
+        passed: list[int] = []  # the session's ends: the master keeps copies
+        kept: list[int] = []
         try:
+            stdin, script = os.pipe()
+            passed.append(stdin)
             if len(data) > 65536:
-                fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, len(data))
-            os.write(w, data)
-            os.close(w)
-            w = -1
-            proc = await trio.lowlevel.open_process([*argv], stdin=r, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        except OSError as e:
-            raise SshError(f"cannot start ssh: {e}") from None
+                fcntl.fcntl(script, fcntl.F_SETPIPE_SZ, len(data))
+            try:
+                os.write(script, data)
+            finally:
+                os.close(script)
+            out_r, out_w = os.pipe()
+            kept.append(out_r)
+            passed.append(out_w)
+            err_r, err_w = os.pipe()
+            kept.append(err_r)
+            passed.append(err_w)
+            control = await Control.connect(connection.socket)
+            try:
+                await control.new_session(b"exec /bin/sh", stdin, out_w, err_w, connection.agent, connection.environment)
+            except BaseException:
+                control.close()
+                raise
+        except (OSError, MuxError) as e:
+            for fd in kept:
+                os.close(fd)
+            raise SshError(str(e)) from None
+        except BaseException:
+            for fd in kept:
+                os.close(fd)
+            raise
         finally:
-            os.close(r)
-            if w >= 0:
-                os.close(w)
-        return cls(proc, stream, connection)
+            for fd in passed:
+                os.close(fd)
+        return cls(control, trio.lowlevel.FdStream(out_r), trio.lowlevel.FdStream(err_r), stream, connection if counted else None)
 
     async def finish(self) -> int:
-        """Read stdout and stderr to their end and wait for ssh to exit; safe to call
-        again after a cancellation (nothing read is lost)."""
+        """Read stdout and stderr to their end and wait for the exit status (255: the
+        connection went away without one); safe to call again after a cancellation
+        (nothing read is lost)."""
         if self.code is not None:
             return self.code
-        assert self.proc.stdout is not None and self.proc.stderr is not None
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_pump, self.proc.stderr, self.errors.extend)
-            await _pump(self.proc.stdout, self.stream.feed)
-        self.code = await self.proc.wait()
-        self._release()
+            nursery.start_soon(_pump, self.err, self.errors.extend)
+            nursery.start_soon(self.control.exit_status)
+            await _pump(self.out, self.stream.feed)
+        status = self.control.status
+        self.code = status if status is not None else 255
+        await self.kill()
         return self.code
 
     async def kill(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                await trio.aclose_forcefully(stream)
-        self._release()
-
-    def _release(self) -> None:
+        """End the session (if it still runs, the master closes its channel)."""
+        self.control.close()
+        for stream in (self.out, self.err):
+            await trio.aclose_forcefully(stream)
         if self.connection is not None:
             self.connection.release()
             self.connection = None
@@ -648,10 +700,13 @@ def _exit_result(code: int) -> AttemptResult:
 
 
 def _run_script(record: str, request: ExecutionRequest, workdir: str) -> str:
-    env = " ".join(f"{name}={shlex.quote(value)}" for name, value in request.environment.items())
-    command = shlex.quote(request.step.run or "")
+    exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in request.environment.items())
     return f"""d={record}
+w={workdir}
+c={shlex.quote(request.step.run or "")}
+W={shlex.quote(WRAPPER)}
 fail() {{ echo "abreast-error: $*" >&2; exit 125; }}
+full() {{ echo x | cat > "$d/.probe"; }}  # the shell only says "I/O error": cat says which
 (umask 077 && exec mkdir -p -- "$d") || fail "cannot make the attempt's record folder $d on the host"
 set -C
 if ! printf '' > "$d/output"; then
@@ -659,17 +714,24 @@ if ! printf '' > "$d/output"; then
   fail "cannot write the attempt's record in $d on the host"
 fi
 set +C
-if ! {{ echo "$$" > "$d/.main" && printf '' > "$d/.follow"; }} 2>/dev/null; then
-  echo "$$" | cat > "$d/.main"  # the shell only says "I/O error": cat says which
-  fail "cannot write the attempt's record in $d on the host"
-fi
-{env} /bin/sh -c 'tail -q -f -c +1 --pid="$$" -- "$1/output" "$1/.follow" & exec setsid /bin/sh -c "$2" abreast-wrapper "$1" "$3" "$4"' abreast-follow "$d" {shlex.quote(WRAPPER)} {workdir} {command}
+printf '' > "$d/.follow" || fail "cannot write the attempt's record in $d on the host"
+(
+  export {exports}
+  read -r me rest < /proc/self/stat
+  tail -q -f -c +1 --pid="$me" -- "$d/output" "$d/.follow" &
+  exec setsid /bin/sh -c "$W" abreast-wrapper "$d" "$w" "$c"
+)
 s=$?
-if [ -s "$d/started" ] && [ ! -e "$d/exit" ]; then echo "$s" > "$d/exit"; fi
+if [ -s "$d/started" ]; then
+  [ -e "$d/exit" ] || echo "$s" > "$d/exit"
+  printf '' > "$d/.follow"
+  echo "abreast-exit $s" >&2
+  exit "$s"
+fi
+printf '' > "$d/exit"
 printf '' > "$d/.follow"
-[ -s "$d/started" ] || fail "the attempt's wrapper did not start (exit status $s)"
-echo "abreast-exit $s" >&2
-exit "$s"
+full
+fail "the attempt's wrapper did not start (exit status $s)"
 """
 
 
@@ -709,23 +771,22 @@ echo "abreast-exit $s" >&2
 stat -c 'abreast-mtime %.9Y' -- "$d/started" "$d/exit" >&2"""
 
 
-def _stop_script(record: str, grace: float, state_root: str) -> str:
+def _stop_script(record: str, grace: float) -> str:
     """TERM the attempt's process group, KILL it after `grace` seconds. If the attempt
     has not claimed its folder yet, claim it first so it never starts; if it has but its
-    wrapper has not written `started` yet, wait for that (while the session lives)."""
+    wrapper has not written `started` yet, wait for that (or for the empty `exit` of a
+    wrapper that could not start)."""
     ticks = max(1, round(grace / 0.05))
     return f"""d={record}
 i=0
-while [ ! -s "$d/started" ]; do
+while [ ! -s "$d/started" ] && [ ! -e "$d/exit" ]; do
   if (umask 077 && exec mkdir -p -- "$d") && (set -C && printf '' > "$d/output") 2>/dev/null; then
     echo "abreast-stopped before it started" >&2; exit 0
   fi
-  m=; [ -s "$d/.main" ] && read -r m < "$d/.main"
-  if [ -n "$m" ] && ! kill -0 "$m" 2>/dev/null; then echo "abreast-stopped it did not start" >&2; exit 0; fi
-  i=$((i+1)); [ "$i" -gt 600 ] && fail_start=1 && break
+  i=$((i+1)); [ "$i" -gt 600 ] && {{ echo "abreast-error: the attempt did not start within 30 s" >&2; exit 1; }}
   sleep 0.05
 done
-if [ -n "$fail_start" ]; then echo "abreast-error: the attempt did not start within 30 s" >&2; exit 1; fi
+[ -s "$d/started" ] || {{ echo "abreast-stopped it did not start" >&2; exit 0; }}
 read -r p t b < "$d/started"
 same() {{
   if read -r s < /proc/"$p"/stat 2>/dev/null; then
