@@ -58,7 +58,7 @@ def dry_run(setup: AdapterSetup) -> Adapter:
 def ssh(setup: AdapterSetup) -> Adapter:
     from adapters.ssh import SshAdapter
 
-    return SshAdapter()
+    return SshAdapter(plan=setup.plan)
 
 
 # -- finding them ----------------------------------------------------------------------------

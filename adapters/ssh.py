@@ -54,7 +54,7 @@ import trio
 from adapters.record import WRAPPER, LineSplitter, attempt_path
 from adapters.sshmux import Control, MuxError
 from engine.adapter import AttemptResult, ExecutionRequest, OutputSink
-from engine.plan import Target
+from engine.plan import Plan, Target
 
 CONNECT_TIMEOUT = 10.0
 GRACE_SECONDS = 5.0
@@ -103,7 +103,11 @@ class SshAdapter:
         state_root: str = STATE_ROOT,
         max_sessions: int = MAX_SESSIONS,
         ssh: str = "ssh",
+        plan: Plan | None = None,
     ):
+        """`plan`: the deployment's, if known — the first attempt of a step on a host
+        then makes the record folders of that step's other targets on the host too (one
+        `mkdir` for them all: a process less for each of the others)."""
         self.connect_timeout = connect_timeout
         self.grace = grace
         self.state_root = state_root
@@ -113,6 +117,8 @@ class SshAdapter:
         self._folder: str | None = None  # the private folder of the control sockets
         self._count = 0
         self._closed = False
+        self._plan = plan
+        self._prepared: set[tuple[str, str, Destination]] = set()  # (deployment, step, host) done
 
     # -- checking a target before anything runs ---------------------------------------
 
@@ -152,7 +158,7 @@ class SshAdapter:
         if any("\0" in v for v in values):
             return AttemptResult("failed", None, f"{where}: a NUL character cannot reach a shell")
         record = self._record(request)
-        script = _run_script(record, request, _remote_path(target.workdir) if target.workdir else "''")
+        script = _run_script(record, request, _remote_path(target.workdir) if target.workdir else "''", self._siblings(request, dest))
         stream = _Stream(output)
         try:
             session = await self._start(dest, script, stream)
@@ -201,7 +207,9 @@ class SshAdapter:
     async def adopt(self, request: ExecutionRequest, output: OutputSink) -> AttemptResult | None:
         """After a crash: the attempt's remote record decides (see engine/adapter.py).
         None when it never started there or its fate cannot be known; its result when
-        it finished (with `ended_after`); waited for, output and all, while it runs."""
+        it finished (with `ended_after`); waited for, output and all, while it runs.
+        A host that cannot be reached is an SshError (the fate is unknown, and running
+        the attempt again there could not work either)."""
         target = request.target
         if target is None or request.step.run is None:
             return None
@@ -209,30 +217,29 @@ class SshAdapter:
         where = f"ssh {target.name} ({dest.label()})"
         record = self._record(request)
         stream = _Stream(output)
-        try:
-            session = await self._start(dest, _inspect_script(record, follow=True, offset=0), stream)
-        except SshError as e:
-            raise SshError(f"{where}: {e}") from None
-        try:
-            code = await session.finish()
-        except BaseException:  # cancelled (perhaps inside an exception group), or worse
-            with trio.CancelScope(shield=True):
-                await self._stop_and_drain(dest, record, session)
-            raise
-        report = _Report(session.errors)
-        stream.close()
-        if report.state in ("none", "lost"):
-            return None
-        if report.exit is None:
-            # The session broke off while following: look again (or give up if the
-            # host is gone: the runtime treats an exception like any adapter error).
-            if report.state is None and code == 255:
-                raise SshError(f"{where}: {_cause(report.other, code)}")
-            return None
-        result = _exit_result(report.exit)
-        if report.state == "finished":
-            result = msgspec.structs.replace(result, ended_after=report.ended_after)
-        return result
+        for _ in range(3):  # a connection lost while following: look again, from where we were
+            try:
+                session = await self._start(dest, _inspect_script(record, follow=True, offset=stream.received), stream)
+            except SshError as e:
+                raise SshError(f"{where}: {e}") from None
+            try:
+                code = await session.finish()
+            except BaseException:  # cancelled (perhaps inside an exception group), or worse
+                with trio.CancelScope(shield=True):
+                    await self._stop_and_drain(dest, record, session)
+                raise
+            report = _Report(session.errors)
+            if report.state in ("none", "lost"):
+                return None
+            if report.exit is not None:
+                stream.close()
+                result = _exit_result(report.exit)
+                if report.state == "finished":
+                    result = msgspec.structs.replace(result, ended_after=report.ended_after)
+                return result
+            if report.error is not None:
+                raise SshError(f"{where}: {report.error}{report.detail_suffix()}")
+        raise SshError(f"{where}: {_cause(report.other, code)}, again and again, while following the attempt")
 
     # -- sessions --------------------------------------------------------------------------
 
@@ -335,7 +342,10 @@ class SshAdapter:
         master = [*argv, "-E", log, "-o", "ControlMaster=yes", "-o", f"ControlPersist={CONTROL_PERSIST}", "-f", "-N", "--", dest.host]
         code: int | None = None
         with trio.move_on_after(self.connect_timeout * 1.5 + 1) as limit:
-            proc = await trio.lowlevel.open_process(master, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                proc = await trio.lowlevel.open_process(master, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            except OSError as e:
+                raise SshError(f"cannot start {self.ssh}: {e.strerror or e}") from None
             try:
                 errors = await _read_all(proc.stderr)
                 code = await proc.wait()
@@ -416,10 +426,28 @@ class SshAdapter:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
 
-    def _record(self, request: ExecutionRequest) -> str:
-        """The attempt's remote folder, as sh words."""
-        target = request.target.name if request.target is not None else None
-        return _remote_path(self.state_root) + "/" + shlex.quote(attempt_path(request.deployment, request.step.name, target, request.attempt))
+    def _record(self, request: ExecutionRequest, target: str | None = None, attempt: int | None = None) -> str:
+        """The attempt's remote folder (or another target's, or attempt's), as sh words."""
+        if target is None:
+            target = request.target.name if request.target is not None else None
+        path = attempt_path(request.deployment, request.step.name, target, request.attempt if attempt is None else attempt)
+        return _remote_path(self.state_root) + "/" + shlex.quote(path)
+
+    def _siblings(self, request: ExecutionRequest, dest: Destination) -> list[str]:
+        """For the first attempt of a step on a destination: the first attempts' record
+        folders of the step's other targets there (at most 100), to make in one go."""
+        key = (request.deployment, request.step.name, dest)
+        if self._plan is None or request.attempt != 1 or key in self._prepared:
+            return []
+        self._prepared.add(key)
+        roles = set(request.step.roles)
+        assert request.target is not None
+        return [
+            self._record(request, t.name, 1)
+            for t in self._plan.targets
+            if t.name != request.target.name and t.adapter == "ssh" and roles & set(t.roles)
+            and self.destination(t, request.workdir) == dest
+        ][:100]
 
 
 # -- connections and sessions ----------------------------------------------------------------
@@ -699,7 +727,7 @@ def _exit_result(code: int) -> AttemptResult:
 # `printf ''`, not `:`: a failed redirection on a special builtin ends a POSIX shell.
 
 
-def _run_script(record: str, request: ExecutionRequest, workdir: str) -> str:
+def _run_script(record: str, request: ExecutionRequest, workdir: str, siblings: list[str] | tuple[str, ...] = ()) -> str:
     exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in request.environment.items())
     return f"""d={record}
 w={workdir}
@@ -707,7 +735,7 @@ c={shlex.quote(request.step.run or "")}
 W={shlex.quote(WRAPPER)}
 fail() {{ echo "abreast-error: $*" >&2; exit 125; }}
 full() {{ echo x | cat > "$d/.probe"; }}  # the shell only says "I/O error": cat says which
-(umask 077 && exec mkdir -p -- "$d") || fail "cannot make the attempt's record folder $d on the host"
+[ -d "$d" ] || (umask 077 && exec mkdir -p -- "$d" {" ".join(siblings)}) || fail "cannot make the attempt's record folder $d on the host"
 set -C
 if ! printf '' > "$d/output"; then
   [ -e "$d/output" ] && fail "the attempt's record $d already exists on the host (this attempt ran or was cancelled before)"
@@ -740,10 +768,10 @@ def _inspect_script(record: str, follow: bool, offset: int) -> str:
     output on stdout (from byte `offset`); `abreast-exit` and the two `abreast-mtime`
     lines once finished. With `follow`, a running attempt is followed to its end."""
     running = (
-        """echo "abreast-record running" >&2
-  tail -q -f -c +1 --pid="$p" -- "$d/output" "$d/.follow"
+        f"""echo "abreast-record running" >&2
+  tail -q -f -c +{offset + 1} --pid="$p" -- "$d/output" "$d/.follow"
   i=0; while [ ! -e "$d/exit" ] && [ "$i" -lt 40 ]; do sleep 0.05; i=$((i+1)); done
-  [ -e "$d/exit" ] || { echo "abreast-record lost" >&2; exit 0; }"""
+  [ -e "$d/exit" ] || {{ echo "abreast-record lost" >&2; exit 0; }}"""
         if follow
         else """echo "abreast-record running" >&2; exit 0"""
     )

@@ -33,6 +33,7 @@ MUX_S_EXIT_MESSAGE = 0x80000004
 MUX_S_SESSION_OPENED = 0x80000006
 MUX_S_TTY_ALLOC_FAIL = 0x80000008
 NO_ESCAPE = 0xFFFFFFFF
+OPEN_TIMEOUT = 30.0  # seconds a master may take to open a session on its connection
 
 
 class MuxError(Exception):
@@ -125,7 +126,10 @@ class Control:
         await self.send(payload)
         for fd in (stdin, stdout, stderr):
             await self.send_fd(fd)
-        reply = await self.receive()
+        with trio.move_on_after(OPEN_TIMEOUT) as waited:
+            reply = await self.receive()
+        if waited.cancelled_caught:
+            raise MuxError(f"the master did not open the session within {OPEN_TIMEOUT:g}s")
         if reply is None:
             raise MuxError("the master connection closed before the session opened")
         kind, body = reply

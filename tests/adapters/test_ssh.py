@@ -374,3 +374,27 @@ def test_target_fields_abreast_manages_or_cannot_use_are_reported_before_anythin
         ("ssh_options.batchmode", "abreast sets this option itself (one master connection per host, no prompts)"),
     ]
     assert adapter.check(target_of(ssh_host), tmp_path) == []
+
+
+async def test_the_first_attempt_of_a_step_on_a_host_makes_the_record_folders_of_its_neighbours(ssh_hosts, remote_folder):
+    from engine.plan import Plan
+
+    first, second = ssh_hosts[0], ssh_hosts[1]
+    hosts = {"t1": first, "t2": first, "t3": first, "t4": second}
+    targets = tuple(msgspec.structs.replace(target_of(host, name), roles=("app",)) for name, host in hosts.items())
+    plan = Plan(steps=(Step(name="deploy", roles=("app",), run="true"),), targets=targets)
+    adapter = SshAdapter(plan=plan)
+    deployment = f"d-{uuid.uuid4().hex[:8]}"
+    home = Path(os.path.expanduser(f"~{first.user}")) / ".abreast" / "state" / deployment / "deploy"
+
+    def request(target: Target) -> ExecutionRequest:
+        return ExecutionRequest(deployment=deployment, step=plan.steps[0], target=target, attempt=1, workdir=remote_folder)
+
+    assert (await adapter.run(request(targets[0]), lambda line: None)).outcome == "succeeded"
+    # One mkdir made t2's and t3's folders (same host), not t4's (another host).
+    assert sorted(p.name for p in home.iterdir()) == ["t1", "t2", "t3"]
+    assert sorted(p.name for p in (home / "t2" / "1").iterdir()) == []
+    for target in targets[1:]:
+        assert (await adapter.run(request(target), lambda line: None)).outcome == "succeeded"
+    assert sorted(p.name for p in home.iterdir()) == ["t1", "t2", "t3", "t4"]
+    await adapter.aclose()

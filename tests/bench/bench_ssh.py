@@ -13,12 +13,14 @@ Ansible's `forks: 10`. Every event is committed to a fresh SQLite file.
   open them is printed apart).
 - Ansible (`pip install ansible-core`; not a dependency of abreast): one playbook, the
   10 hosts as inventory, `strategy: free`, `forks: 10`, `gather_facts: false`, 50 tasks
-  `raw: "true"` (500 executions; `raw` needs no Python on the hosts), SSH multiplexed
-  by Ansible's own ControlPersist. Skipped when ansible-playbook is not installed.
+  `command: "true"` (500 executions; `command` is what `ansible all -a true` runs), or
+  `raw: "true"` with `--ansible-module raw` (Ansible's fastest: no Python on the host),
+  SSH multiplexed by Ansible's own ControlPersist. Skipped when ansible-playbook is not
+  installed.
 
 Alternating rounds; each time, and the ratios of the medians.
 
-    python tests/bench/bench_ssh.py [--rounds 3] [--no-ansible]
+    python tests/bench/bench_ssh.py [--rounds 3] [--no-ansible] [--ansible-module command|raw]
 """
 
 from __future__ import annotations
@@ -84,8 +86,8 @@ def inventory(hosts: list[Host]) -> dict:
     }}}
 
 
-def playbook() -> list:
-    tasks = [{"name": f"no-op {j:02d}", "raw": "true"} for j in range(STEPS * TARGETS_PER_HOST)]
+def playbook(module: str) -> list:
+    tasks = [{"name": f"no-op {j:02d}", module: "true"} for j in range(STEPS * TARGETS_PER_HOST)]
     return [{"hosts": "all", "gather_facts": False, "strategy": "free", "tasks": tasks}]
 
 
@@ -99,6 +101,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-ansible", action="store_true")
+    ap.add_argument("--ansible-module", choices=("command", "raw"), default="command",
+                    help="command: Ansible's default for a command (as `ansible all -a true`); raw: its fastest, no Python")
     args = ap.parse_args()
     ansible = None if args.no_ansible else shutil.which("ansible-playbook") or (
         str(Path(sys.executable).parent / "ansible-playbook") if (Path(sys.executable).parent / "ansible-playbook").exists() else None
@@ -114,7 +118,7 @@ def main() -> None:
             folder = Path(tmp)
             (folder / "bench.yaml").write_text(yaml.safe_dump(scenario(hosts)))
             (folder / "inventory.yaml").write_text(yaml.safe_dump(inventory(hosts)))
-            (folder / "playbook.yaml").write_text(yaml.safe_dump(playbook()))
+            (folder / "playbook.yaml").write_text(yaml.safe_dump(playbook(args.ansible_module)))
             env = dict(os.environ, ANSIBLE_FORKS="10", ANSIBLE_HOST_KEY_CHECKING="True", ANSIBLE_STDOUT_CALLBACK="default",
                        ANSIBLE_SSH_CONTROL_PATH_DIR=str(folder / "cp"), ANSIBLE_LOCAL_TEMP=str(folder / "ansible-tmp"))
             lines = None
@@ -134,7 +138,7 @@ def main() -> None:
                 if ansible:
                     s = timed([ansible, "-i", "inventory.yaml", "playbook.yaml", "--forks", "10"], folder, env=env)
                     s_times.append(s)
-                    line += f"   ansible-playbook {s:.2f}s   ({s / a:.1f}x abreast)"
+                    line += f"   ansible-playbook ({args.ansible_module}) {s:.2f}s   ({s / a:.1f}x abreast)"
                 print(line, flush=True)
             from engine.store import SqliteStore
 
@@ -150,7 +154,7 @@ def main() -> None:
           f"abreast run median {am:.2f}s, xargs -P10 ssh median {xm:.2f}s, ratio {am / xm:.2f} (cores: {os.cpu_count()})")
     if s_times:
         sm = statistics.median(s_times)
-        print(f"ansible-playbook median {sm:.2f}s: abreast is {sm / am:.1f}x faster")
+        print(f"ansible-playbook ({args.ansible_module}) median {sm:.2f}s: abreast is {sm / am:.1f}x faster")
 
 
 if __name__ == "__main__":
