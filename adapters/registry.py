@@ -138,11 +138,18 @@ class Adapters:
         return self.by_name[target.adapter if target is not None else "local"]
 
     async def aclose(self) -> None:
-        """Let every adapter release what it holds (see `Adapter.aclose`)."""
+        """Let every adapter release what it holds (see `Adapter.aclose`); one that
+        fails to does not keep the others from it."""
+        failed: BaseException | None = None
         for adapter in self.by_name.values():
             close = getattr(adapter, "aclose", None)
             if close is not None:
-                await close()
+                try:
+                    await close()
+                except Exception as e:  # noqa: BLE001 - raised below, after the others closed
+                    failed = failed or e
+        if failed is not None:
+            raise failed
 
     async def closing(self, main: Callable[..., Awaitable[T]], *args: Any) -> T:
         """`await main(*args)`, then close the adapters, however it ended."""

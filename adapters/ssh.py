@@ -259,8 +259,12 @@ class SshAdapter:
         """The record's state without following: the rest of the output after `offset`
         bytes when it finished."""
         session = await self._start(dest, _inspect_script(record, follow=False, offset=offset), stream)
-        with trio.CancelScope(deadline=trio.current_time() + self.connect_timeout + self.grace):
+        code = None
+        with trio.move_on_after(self.connect_timeout + self.grace):
             code = await session.finish()
+        if code is None:
+            await session.kill()
+            raise SshError(f"no answer from the host within {self.connect_timeout + self.grace:g}s")
         report = _Report(session.errors)
         if report.state is None:
             raise SshError(_cause(report.other, code))
@@ -270,8 +274,13 @@ class SshAdapter:
         """TERM the attempt's remote process group, KILL it after the grace period (or
         make sure the attempt never starts, if it has not yet)."""
         session = await self._start(dest, _stop_script(record, self.grace), _Stream(None))
-        with trio.move_on_after(self.connect_timeout + self.grace + 35):
+        code = None
+        limit = self.connect_timeout + self.grace + 35  # (the stop waits up to 30 s for a start)
+        with trio.move_on_after(limit):
             code = await session.finish()
+        if code is None:
+            await session.kill()
+            raise SshError(f"no answer from the host within {limit:g}s")
         report = _Report(session.errors)
         if not report.stopped:
             raise SshError(report.error or _cause(report.other, code))
