@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shlex
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -85,25 +86,39 @@ class TargetSpec(msgspec.Struct, forbid_unknown_fields=True):
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
     identity_file: Name | None = None
     workdir: Name | None = None
-    ssh_options: dict[str, str | int | float | bool] | list[str] = {}
+    ssh_options: dict[str, str | int | float | bool] | list[str] | str = {}
 
 
 REMOTE_FIELDS = ("host", "user", "port", "identity_file", "workdir", "ssh_options")
 _OPTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 
 
-def _ssh_options(value: dict | list, path: str, bad: Any) -> dict[str, str]:
-    """`ssh_options` as ssh's `-o NAME=VALUE`: a mapping, or a list of `NAME=VALUE`
-    (or `NAME VALUE`) strings; YAML booleans read as yes/no."""
+def _ssh_options(value: dict | list | str, path: str, bad: Any) -> dict[str, str]:
+    """`ssh_options` as ssh's `-o NAME=VALUE`: a mapping, a list of `NAME=VALUE` (or
+    `NAME VALUE`) strings, or one string of them as on ssh's command line (`-o` may
+    stay, as in Ansible's ssh_extra_args); YAML booleans read as yes/no."""
     items: list[tuple[str, Any, str]] = []
     if isinstance(value, dict):
         items = [(k, v, f"{path}.{k}" if _plain_key(k) else f"{path}[{json.dumps(k)}]") for k, v in value.items()]
     else:
-        for j, entry in enumerate(value):
-            key, sep, rest = entry.strip().partition("=")
+        if isinstance(value, str):
+            try:
+                entries = shlex.split(value)
+            except ValueError as e:
+                bad(path, f"cannot read the options: {e}")
+                return {}
+        else:
+            entries = value
+        for j, entry in enumerate(entries):
+            entry = entry.strip()
+            if entry == "-o":
+                continue
+            if entry.startswith("-o"):
+                entry = entry[2:].strip()
+            key, sep, rest = entry.partition("=")
             if not sep:
-                key, _, rest = entry.strip().partition(" ")
-            items.append((key.strip(), rest.strip(), f"{path}[{j}]"))
+                key, _, rest = entry.partition(" ")
+            items.append((key.strip(), rest.strip(), path if isinstance(value, str) else f"{path}[{j}]"))
     out: dict[str, str] = {}
     for key, v, at in items:
         text = ("yes" if v else "no") if isinstance(v, bool) else str(v)

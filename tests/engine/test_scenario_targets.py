@@ -24,6 +24,9 @@ def test_ssh_fields_reach_the_plan_and_options_read_as_ssh_writes_them():
           - name: web-02
             adapter: ssh
             ssh_options: ["ConnectTimeout=3", "ProxyJump bastion"]
+          - name: web-03
+            adapter: ssh
+            ssh_options: "-o StrictHostKeyChecking=no -oUserKnownHostsFile=/dev/null -o 'ProxyCommand ssh -W %h:%p jump'"
           - name: lab
             adapter: tentacle
         steps: [{name: s, roles: []}]
@@ -32,6 +35,8 @@ def test_ssh_fields_reach_the_plan_and_options_read_as_ssh_writes_them():
         Target(name="web-01", adapter="ssh", host="10.0.0.5", user="deploy", port=2222, identity_file="keys/deploy",
                workdir="/srv/app", ssh_options={"StrictHostKeyChecking": "yes", "ServerAliveInterval": "15", "ProxyJump": "bastion"}),
         Target(name="web-02", adapter="ssh", ssh_options={"ConnectTimeout": "3", "ProxyJump": "bastion"}),
+        Target(name="web-03", adapter="ssh", ssh_options={
+            "StrictHostKeyChecking": "no", "UserKnownHostsFile": "/dev/null", "ProxyCommand": "ssh -W %h:%p jump"}),
         Target(name="lab", adapter="tentacle"),
     )
 
@@ -44,6 +49,8 @@ def test_ssh_fields_reach_the_plan_and_options_read_as_ssh_writes_them():
     ("ssh_options: ['ProxyCommand']", "$.targets[0].ssh_options[0]", "expected a one-line value for ProxyCommand, got ''"),
     ('ssh_options: {LocalCommand: "a\\nb"}', "$.targets[0].ssh_options.LocalCommand", "expected a one-line value for LocalCommand, got 'a\\nb'"),
     ("adapter: ''", "$.targets[0].adapter", "expected `str` of length >= 1"),
+    ("ssh_options: \"-o 'unclosed\"", "$.targets[0].ssh_options", "cannot read the options: No closing quotation"),
+    ("ssh_options: 7", "$.targets[0].ssh_options", "expected `str | object | array`, got `int`"),
 ])
 def test_bad_remote_fields_name_their_place(fields, where, message):
     with pytest.raises(ScenarioError) as e:
