@@ -185,3 +185,24 @@ def test_kill_9_then_resume_adopts_the_remote_attempts_and_runs_nothing_twice(tm
     assert sorted(ran) == ["finished", "t1 1", "t2 1", "t3 1"]  # nothing ran twice
     said = {(target, text) for _, target, _, text in logs(tmp_path, deployment)}
     assert {("t2", "started t2"), ("t3", "started t3"), ("t3", "finished t3")} <= said
+
+
+def test_no_scenario_value_reaches_a_remote_shell_unquoted(tmp_path, ssh_hosts, remote_folder):
+    tricky = "it's \"q\" $(touch pwned-1) `touch pwned-2`; touch pwned-3 & * \\ $HOME\nline two"
+    workdir = remote_folder / f"wd {tricky}"
+    workdir.mkdir()
+    os.chmod(workdir, 0o777)
+    deployment = f"id {tricky}"
+    step, target = f"step {tricky}", f"target {tricky}"
+    scenario(tmp_path, {
+        "targets": [ssh_hosts[0].target(target, ["web"], workdir=str(workdir))],
+        "steps": [{"name": step, "roles": ["web"],
+                   "run": 'printf "%s|" "$ABREAST_DEPLOYMENT" "$ABREAST_STEP" "$ABREAST_TARGET" "$(pwd)"; echo'}],
+    })
+    p = abreast(tmp_path, "run", "deploy.yaml", "--id", deployment, "-q")
+    assert p.returncode == 0, p.stderr
+    printed = "|".join((deployment, step, target, str(workdir))) + "|"
+    assert [text for _, _, _, text in logs(tmp_path, deployment)] == printed.split("\n")
+    home = Path(os.path.expanduser(f"~{ssh_hosts[0].user}"))
+    for folder in (tmp_path, remote_folder, workdir, home, Path("/")):
+        assert not list(folder.glob("pwned-*")), folder
