@@ -52,7 +52,7 @@ import msgspec
 import trio
 
 from adapters.record import WRAPPER, LineSplitter, attempt_path
-from adapters.sshmux import Control, MuxError
+from adapters.sshmux import Control, MuxError, MuxRefused
 from engine.adapter import AttemptResult, ExecutionRequest, OutputSink
 from engine.plan import Plan, Target
 
@@ -91,6 +91,10 @@ class Destination(msgspec.Struct, frozen=True):
 
 class SshError(Exception):
     """The host could not be reached or the remote side could not run the attempt."""
+
+
+class SessionRefused(SshError):
+    """The connection carries as many sessions as the server allows (MaxSessions)."""
 
 
 class SshAdapter:
@@ -248,12 +252,20 @@ class SshAdapter:
         if needed) that runs `script` with the remote /bin/sh."""
         data = ("main() {\n" + script + "\n}\nmain\n").encode()
         host = self._host(dest)
-        connection = await host.acquire(self)
-        try:
-            return await _Session.open(connection, data, stream)
-        except BaseException:
-            connection.release()
-            raise
+        while True:
+            connection = await host.acquire(self)
+            try:
+                return await _Session.open(connection, data, stream)
+            except SessionRefused:
+                connection.release()
+                if connection.sessions == 0:
+                    raise
+                # The server allows no more sessions on one connection than it carries
+                # now (sshd's MaxSessions below ours): remember, and use another.
+                host.limit = connection.sessions
+            except BaseException:
+                connection.release()
+                raise
 
     async def _inspect(self, dest: Destination, record: str, offset: int, stream: _Stream) -> _Report:
         """The record's state without following: the rest of the output after `offset`
@@ -492,8 +504,11 @@ class _Host:
         self.lock = trio.Lock()
         self.opened = 0  # openings tried so far
         self.failure: tuple[int, str] | None = None  # (opening number, why it failed)
+        self.limit: int | None = None  # sessions per connection, when the server allows fewer
 
     def _free(self, limit: int) -> _Connection | None:
+        if self.limit is not None:
+            limit = min(limit, self.limit)
         self.connections = [c for c in self.connections if c.usable()]
         for c in self.connections:
             if c.sessions < limit:
@@ -592,7 +607,7 @@ class _Session:
         except (OSError, MuxError) as e:
             for fd in kept:
                 os.close(fd)
-            raise SshError(str(e)) from None
+            raise (SessionRefused if isinstance(e, MuxRefused) else SshError)(str(e)) from None
         except BaseException:
             for fd in kept:
                 os.close(fd)

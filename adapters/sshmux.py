@@ -40,6 +40,10 @@ class MuxError(Exception):
     """The master refused, or its control socket is gone or speaks another protocol."""
 
 
+class MuxRefused(MuxError):
+    """The master (or the server behind it: sshd's MaxSessions) refused a session."""
+
+
 def _u32(n: int) -> bytes:
     return struct.pack(">I", n)
 
@@ -136,7 +140,7 @@ class Control:
         if kind == MUX_S_SESSION_OPENED:
             return struct.unpack_from(">II", body)[1]
         if kind in (MUX_S_PERMISSION_DENIED, MUX_S_FAILURE):
-            raise MuxError(f"the master refused the session: {_reason(body)}")
+            raise MuxRefused(f"the master refused the session: {_reason(body)}")
         raise MuxError(f"unexpected reply from the master: {kind:#010x}")
 
     async def exit_status(self) -> int | None:

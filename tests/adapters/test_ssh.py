@@ -117,6 +117,24 @@ async def test_more_attempts_at_once_than_one_connection_may_carry_open_another(
     await adapter.aclose()
 
 
+async def test_a_server_that_allows_fewer_sessions_per_connection_than_asked_gets_more_connections(ssh_host):
+    # sshd's MaxSessions is 10 here; the adapter is told 20: the eleventh session is
+    # refused, and the adapter learns, and carries it on a second connection.
+    adapter = SshAdapter(max_sessions=20)
+    target = target_of(ssh_host)
+    results: list = []
+
+    async def one(i: int) -> None:
+        results.append(await attempt(adapter, target, f"sleep 0.5; echo {i}"))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(15):
+            nursery.start_soon(one, i)
+    assert sorted(lines[0] for _, lines in results) == sorted(str(i) for i in range(15))
+    assert len(masters_of(adapter)) == 2
+    await adapter.aclose()
+
+
 # -- the remote working folder -------------------------------------------------------------------
 
 
