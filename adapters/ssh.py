@@ -52,7 +52,7 @@ import msgspec
 import trio
 
 from adapters.record import WRAPPER, LineSplitter, attempt_path
-from adapters.sshmux import Control, MuxError, MuxRefused
+from adapters.sshmux import Control, MuxError, MuxGone, MuxRefused
 from engine.adapter import AttemptResult, ExecutionRequest, OutputSink
 from engine.plan import Plan, Target
 
@@ -95,6 +95,10 @@ class SshError(Exception):
 
 class SessionRefused(SshError):
     """The connection carries as many sessions as the server allows (MaxSessions)."""
+
+
+class MasterGone(SshError):
+    """The master connection ended (killed, or its connection dropped)."""
 
 
 class SshAdapter:
@@ -252,10 +256,17 @@ class SshAdapter:
         if needed) that runs `script` with the remote /bin/sh."""
         data = ("main() {\n" + script + "\n}\nmain\n").encode()
         host = self._host(dest)
+        gone = 0
         while True:
             connection = await host.acquire(self)
             try:
                 return await _Session.open(connection, data, stream)
+            except MasterGone:
+                connection.release()
+                gone += 1
+                if gone > 1:
+                    raise
+                connection.drop()  # a stale socket: open another master
             except SessionRefused:
                 connection.release()
                 if connection.sessions == 0:
@@ -489,6 +500,13 @@ class _Connection:
     def usable(self) -> bool:
         return os.path.exists(self.socket)  # the master removes it when it ends
 
+    def drop(self) -> None:
+        """Forget a master that no longer answers (it was killed: its socket stayed)."""
+        try:
+            os.unlink(self.socket)
+        except FileNotFoundError:
+            pass
+
     def release(self) -> None:
         self.sessions -= 1
 
@@ -607,7 +625,8 @@ class _Session:
         except (OSError, MuxError) as e:
             for fd in kept:
                 os.close(fd)
-            raise (SessionRefused if isinstance(e, MuxRefused) else SshError)(str(e)) from None
+            kind = SessionRefused if isinstance(e, MuxRefused) else MasterGone if isinstance(e, MuxGone) else SshError
+            raise kind(str(e)) from None
         except BaseException:
             for fd in kept:
                 os.close(fd)

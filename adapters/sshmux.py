@@ -40,6 +40,10 @@ class MuxError(Exception):
     """The master refused, or its control socket is gone or speaks another protocol."""
 
 
+class MuxGone(MuxError):
+    """Nothing answers on the control socket: the master has ended."""
+
+
 class MuxRefused(MuxError):
     """The master (or the server behind it: sshd's MaxSessions) refused a session."""
 
@@ -69,12 +73,14 @@ class Control:
             await sock.connect(path)
         except OSError as e:
             sock.close()
-            raise MuxError(f"the master connection is gone ({e.strerror})") from None
+            raise MuxGone(f"the master connection is gone ({e.strerror})") from None
         control = cls(sock)
         try:
             # Each side says hello first: the master's, then ours.
             hello = await control.receive()
-            if hello is None or hello[0] != MUX_MSG_HELLO or struct.unpack_from(">I", hello[1])[0] != MUX_VERSION:
+            if hello is None:  # a master dying as we came
+                raise MuxGone("the master connection is gone (it closed its control socket)")
+            if hello[0] != MUX_MSG_HELLO or struct.unpack_from(">I", hello[1])[0] != MUX_VERSION:
                 raise MuxError("the master does not speak version 4 of the multiplexing protocol")
             await control.send(_u32(MUX_MSG_HELLO) + _u32(MUX_VERSION))
         except BaseException:

@@ -416,3 +416,15 @@ async def test_the_first_attempt_of_a_step_on_a_host_makes_the_record_folders_of
         assert (await adapter.run(request(target), lambda line: None)).outcome == "succeeded"
     assert sorted(p.name for p in home.iterdir()) == ["t1", "t2", "t3", "t4"]
     await adapter.aclose()
+
+
+async def test_a_master_killed_behind_the_adapters_back_is_replaced(ssh_host):
+    adapter = SshAdapter()
+    target = target_of(ssh_host)
+    assert (await attempt(adapter, target, "echo one"))[1] == ["one"]
+    (master,) = masters_of(adapter)
+    os.kill(master, 9)  # its control socket stays behind, answering nothing
+    result, lines = await attempt(adapter, target, "echo two")
+    assert (result.outcome, result.error, lines) == ("succeeded", None, ["two"])
+    assert len(masters_of(adapter)) == 1
+    await adapter.aclose()
