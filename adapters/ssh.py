@@ -14,15 +14,15 @@ MaxSessions, 10 by default); more open another connection to that host.
 Each attempt keeps its record on the remote host (adapters/record.py): under the state
 root (`~/.abreast/state`, 0700) the attempt's folder holds `started`, `output` and
 `exit`, written by the same POSIX sh WRAPPER the local adapter uses, started as the
-leader of a session of its own (`setsid`). A session sends a small script on its stdin
-to the remote `/bin/sh` (so no login shell ever parses a scenario value, and every
-value in the script is quoted with shlex.quote). The script claims the attempt's
-folder, runs the wrapper in the foreground with ABREAST_* in its environment, and
-streams `output` back as it grows (GNU `tail -f --pid`); when the wrapper ends it
-truncates a `.follow` file tail also watches, so tail notices at once, and says
-`abreast-exit STATUS` on stderr. Nothing the command writes goes to stderr (the
-wrapper sends it all to `output`), so stderr carries only the machinery's lines
-(`abreast-...`) and the remote tools' own complaints.
+leader of a session of its own (`setsid`). A session sends a small script
+(adapters/sshremote.py) on its stdin to the remote `/bin/sh` (so no login shell ever
+parses a scenario value, and every value in the script is quoted with shlex.quote).
+The script claims the attempt's folder, runs the wrapper in the foreground with
+ABREAST_* in its environment, and streams `output` back as it grows (GNU `tail -f
+--pid`); when the wrapper ends it truncates a `.follow` file tail also watches, so
+tail notices at once, and says `abreast-exit STATUS` on stderr. Nothing the command
+writes goes to stderr (the wrapper sends it all to `output`), so stderr carries only
+the machinery's lines (`abreast-...`) and the remote tools' own complaints.
 
 Because the wrapper runs on without the session (no terminal: nothing sends it a
 hangup), a dropped connection or a dead orchestrator kills no remote command; the
@@ -51,8 +51,9 @@ from pathlib import Path
 import msgspec
 import trio
 
-from adapters.record import WRAPPER, LineSplitter, attempt_path
+from adapters.record import LineSplitter, attempt_path
 from adapters.sshmux import Control, MuxError, MuxGone, MuxRefused
+from adapters.sshremote import Report, cause, inspect_script, probe_script, remote_path, run_script, stop_script
 from engine.adapter import AttemptResult, ExecutionRequest, OutputSink
 from engine.plan import Plan, Target
 
@@ -166,7 +167,7 @@ class SshAdapter:
         if any("\0" in v for v in values):
             return AttemptResult("failed", None, f"{where}: a NUL character cannot reach a shell")
         record = self._record(request)
-        script = _run_script(record, request, _remote_path(target.workdir) if target.workdir else "''", self._siblings(request, dest))
+        script = run_script(record, request, remote_path(target.workdir) if target.workdir else "''", self._siblings(request, dest))
         stream = _Stream(output)
         try:
             session = await self._start(dest, script, stream)
@@ -185,7 +186,7 @@ class SshAdapter:
     ) -> AttemptResult:
         """How the attempt ended, from the session's stderr (`abreast-exit`), or from the
         remote record when the session broke off."""
-        report = _Report(session.errors)
+        report = Report(session.errors)
         if report.exit is not None:
             stream.close()
             return _exit_result(report.exit)
@@ -195,12 +196,12 @@ class SshAdapter:
         # No word from the remote script: ssh itself failed (exit 255), the connection
         # dropped mid-command, or the login shell never ran the script. The record knows
         # whether the command ran and how it ended.
-        cause = _cause(report.other, code)
+        why = cause(report.other, code)
         try:
             state = await self._inspect(dest, record, stream.received, stream)
         except SshError as e:
             stream.close()
-            return AttemptResult("failed", None, f"{where}: {cause}; the host cannot be reached again to check on the command ({e}): it may still run")
+            return AttemptResult("failed", None, f"{where}: {why}; the host cannot be reached again to check on the command ({e}): it may still run")
         stream.close()
         if state.exit is not None:
             return _exit_result(state.exit)
@@ -208,9 +209,9 @@ class SshAdapter:
             try:
                 await self._stop(dest, record)
             except SshError as e:
-                return AttemptResult("failed", None, f"{where}: mid-command, {cause}; stopping the remote command failed ({e}): it may still run")
-            return AttemptResult("failed", None, f"{where}: mid-command, {cause}; the remote command was stopped")
-        return AttemptResult("failed", None, f"{where}: {cause}")
+                return AttemptResult("failed", None, f"{where}: mid-command, {why}; stopping the remote command failed ({e}): it may still run")
+            return AttemptResult("failed", None, f"{where}: mid-command, {why}; the remote command was stopped")
+        return AttemptResult("failed", None, f"{where}: {why}")
 
     async def adopt(self, request: ExecutionRequest, output: OutputSink) -> AttemptResult | None:
         """After a crash: the attempt's remote record decides (see engine/adapter.py).
@@ -227,7 +228,7 @@ class SshAdapter:
         stream = _Stream(output)
         for _ in range(3):  # a connection lost while following: look again, from where we were
             try:
-                session = await self._start(dest, _inspect_script(record, follow=True, offset=stream.received), stream)
+                session = await self._start(dest, inspect_script(record, follow=True, offset=stream.received), stream)
             except SshError as e:
                 raise SshError(f"{where}: {e}") from None
             try:
@@ -236,7 +237,7 @@ class SshAdapter:
                 with trio.CancelScope(shield=True):
                     await self._stop_and_drain(dest, record, session)
                 raise
-            report = _Report(session.errors)
+            report = Report(session.errors)
             if report.state in ("none", "lost"):
                 return None
             if report.exit is not None:
@@ -247,7 +248,7 @@ class SshAdapter:
                 return result
             if report.error is not None:
                 raise SshError(f"{where}: {report.error}{report.detail_suffix()}")
-        raise SshError(f"{where}: {_cause(report.other, code)}, again and again, while following the attempt")
+        raise SshError(f"{where}: {cause(report.other, code)}, again and again, while following the attempt")
 
     # -- sessions --------------------------------------------------------------------------
 
@@ -278,25 +279,25 @@ class SshAdapter:
                 connection.release()
                 raise
 
-    async def _inspect(self, dest: Destination, record: str, offset: int, stream: _Stream) -> _Report:
+    async def _inspect(self, dest: Destination, record: str, offset: int, stream: _Stream) -> Report:
         """The record's state without following: the rest of the output after `offset`
         bytes when it finished."""
-        session = await self._start(dest, _inspect_script(record, follow=False, offset=offset), stream)
+        session = await self._start(dest, inspect_script(record, follow=False, offset=offset), stream)
         code = None
         with trio.move_on_after(self.connect_timeout + self.grace):
             code = await session.finish()
         if code is None:
             await session.kill()
             raise SshError(f"no answer from the host within {self.connect_timeout + self.grace:g}s")
-        report = _Report(session.errors)
+        report = Report(session.errors)
         if report.state is None:
-            raise SshError(_cause(report.other, code))
+            raise SshError(cause(report.other, code))
         return report
 
     async def _stop(self, dest: Destination, record: str) -> None:
         """TERM the attempt's remote process group, KILL it after the grace period (or
         make sure the attempt never starts, if it has not yet)."""
-        session = await self._start(dest, _stop_script(record, self.grace), _Stream(None))
+        session = await self._start(dest, stop_script(record, self.grace), _Stream(None))
         code = None
         limit = self.connect_timeout + self.grace + 35  # (the stop waits up to 30 s for a start)
         with trio.move_on_after(limit):
@@ -304,9 +305,9 @@ class SshAdapter:
         if code is None:
             await session.kill()
             raise SshError(f"no answer from the host within {limit:g}s")
-        report = _Report(session.errors)
+        report = Report(session.errors)
         if not report.stopped:
-            raise SshError(report.error or _cause(report.other, code))
+            raise SshError(report.error or cause(report.other, code))
 
     async def _stop_and_drain(self, dest: Destination, record: str, session: _Session) -> None:
         """On cancellation: stop the remote command, then let the attempt's own session
@@ -390,18 +391,18 @@ class SshAdapter:
             raise SshError(f"timed out connecting (after {self.connect_timeout * 1.5 + 1:g}s)")
         text = _read_text(log) + errors.decode("utf-8", "replace")
         if code != 0 or not os.path.exists(socket):
-            raise SshError(_cause(text.splitlines(), code))
+            raise SshError(cause(text.splitlines(), code))
         connection = _Connection(dest, socket, argv)
         try:
             connection.agent, connection.environment = await self._session_settings(argv, dest)
-            session = await _Session.open(connection, _probe_script(self.state_root).encode(), _Stream(None), counted=False)
+            session = await _Session.open(connection, probe_script(self.state_root).encode(), _Stream(None), counted=False)
             code = None
             with trio.move_on_after(self.connect_timeout + 5):
                 code = await session.finish()
             await session.kill()
-            report = _Report(session.errors)
+            report = Report(session.errors)
             if not report.ready:
-                raise SshError(report.error + report.detail_suffix() if report.error else _cause(report.other, code))
+                raise SshError(report.error + report.detail_suffix() if report.error else cause(report.other, code))
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._exit_master(connection)
@@ -463,7 +464,7 @@ class SshAdapter:
         if target is None:
             target = request.target.name if request.target is not None else None
         path = attempt_path(request.deployment, request.step.name, target, request.attempt if attempt is None else attempt)
-        return _remote_path(self.state_root) + "/" + shlex.quote(path)
+        return remote_path(self.state_root) + "/" + shlex.quote(path)
 
     def _siblings(self, request: ExecutionRequest, dest: Destination) -> list[str]:
         """For the first attempt of a step on a destination: the first attempts' record
@@ -673,223 +674,10 @@ async def _read_all(stream: trio.abc.ReceiveStream | None) -> bytes:
     return bytes(out)
 
 
-# -- what the remote side says ---------------------------------------------------------------
-
-
-class _Report:
-    """The `abreast-...` lines a remote script wrote on stderr, and the other lines."""
-
-    def __init__(self, errors: bytes | bytearray):
-        self.exit: int | None = None
-        self.error: str | None = None
-        self.state: str | None = None
-        self.stopped = False
-        self.ready = False
-        self.mtimes: list[float] = []
-        self.other: list[str] = []
-        for line in bytes(errors).decode("utf-8", "replace").splitlines():
-            word, _, rest = line.partition(" ")
-            if word == "abreast-exit" and rest.strip().isdigit():
-                self.exit = int(rest)
-            elif word == "abreast-error:":
-                self.error = self.error or rest.strip()
-            elif word == "abreast-record":
-                self.state = rest.strip()
-            elif word == "abreast-stopped":
-                self.stopped = True
-            elif word == "abreast-ready":
-                self.ready = True
-            elif word == "abreast-mtime":
-                try:
-                    self.mtimes.append(float(rest))
-                except ValueError:
-                    pass
-            elif line.strip():
-                self.other.append(line.strip())
-
-    @property
-    def ended_after(self) -> float | None:
-        if len(self.mtimes) != 2:
-            return None
-        return max(0.0, self.mtimes[1] - self.mtimes[0])
-
-    def detail_suffix(self) -> str:
-        return f" ({'; '.join(self.other[-3:])})" if self.other else ""
-
-
-# Causes of a failed connection, by OpenSSH's own words (first match wins).
-_CAUSES = (
-    ("REMOTE HOST IDENTIFICATION HAS CHANGED", "the host key has changed (it differs from known_hosts)"),
-    ("has changed and you have requested strict checking", "the host key has changed (it differs from known_hosts)"),
-    ("host key is known for", "the host key is unknown (not in known_hosts)"),
-    # (asked to confirm an unknown key, BatchMode answers no without a word)
-    ("Host key verification failed", "the host key is unknown (or could not be verified)"),
-    ("Permission denied", "authentication refused"),
-    ("Too many authentication failures", "authentication refused"),
-    ("Connection refused", "connection refused"),
-    ("timed out", "timed out connecting"),
-    ("No route to host", "host unreachable"),
-    ("Network is unreachable", "network unreachable"),
-    ("Could not resolve hostname", "unknown host name"),
-    ("Name or service not known", "unknown host name"),
-    ("Connection closed", "connection closed by the host"),
-    ("Connection reset", "connection reset"),
-    ("closed by remote host", "the connection was lost"),
-    ("Broken pipe", "the connection was lost"),
-    ("read header failed", "the connection was lost"),
-)
-
-
-def _cause(lines: list[str], code: int | None) -> str:
-    """Why ssh failed, in a few words, with ssh's own last words."""
-    meaningful = [
-        line.strip()
-        for line in lines
-        if line.strip() and not line.startswith("@@@") and "Permanently added" not in line
-    ]
-    text = "\n".join(meaningful)
-    cause = next((words for needle, words in _CAUSES if needle in text), None)
-    detail = "; ".join(meaningful[-2:])
-    if cause is None and code == 255 and not detail:
-        # A multiplexed session whose connection went away ends like this, silently.
-        cause, detail = "the connection was lost", "ssh exit status 255"
-    if cause is None:
-        cause = f"ssh failed (exit status {code})" if code is not None else "ssh failed"
-    return f"{cause} ({detail})" if detail else cause
-
-
 def _exit_result(code: int) -> AttemptResult:
     if code == 0:
         return AttemptResult("succeeded", 0)
     return AttemptResult("failed", code, f"exit status {code}")
-
-
-# -- the remote scripts -------------------------------------------------------------------------
-# Each is the body of a sh function (see SshAdapter._start); `$d` is the attempt's
-# folder. Every value from the scenario is a shlex.quote'd word. Files are written with
-# `printf ''`, not `:`: a failed redirection on a special builtin ends a POSIX shell.
-
-
-def _run_script(record: str, request: ExecutionRequest, workdir: str, siblings: list[str] | tuple[str, ...] = ()) -> str:
-    exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in request.environment.items())
-    return f"""d={record}
-w={workdir}
-c={shlex.quote(request.step.run or "")}
-W={shlex.quote(WRAPPER)}
-fail() {{ echo "abreast-error: $*" >&2; exit 125; }}
-full() {{ echo x | cat > "$d/.probe"; }}  # the shell only says "I/O error": cat says which
-[ -d "$d" ] || (umask 077 && exec mkdir -p -- "$d" {" ".join(siblings)}) || fail "cannot make the attempt's record folder $d on the host"
-set -C
-if ! printf '' > "$d/output"; then
-  [ -e "$d/output" ] && fail "the attempt's record $d already exists on the host (this attempt ran or was cancelled before)"
-  fail "cannot write the attempt's record in $d on the host"
-fi
-set +C
-printf '' > "$d/.follow" || fail "cannot write the attempt's record in $d on the host"
-(
-  export {exports}
-  read -r me rest < /proc/self/stat
-  tail -q -f -c +1 --pid="$me" -- "$d/output" "$d/.follow" &
-  exec setsid /bin/sh -c "$W" abreast-wrapper "$d" "$w" "$c"
-)
-s=$?
-if [ -s "$d/started" ]; then
-  [ -e "$d/exit" ] || echo "$s" > "$d/exit"
-  printf '' > "$d/.follow"
-  echo "abreast-exit $s" >&2
-  exit "$s"
-fi
-printf '' > "$d/exit"
-printf '' > "$d/.follow"
-full
-fail "the attempt's wrapper did not start (exit status $s)"
-"""
-
-
-def _inspect_script(record: str, follow: bool, offset: int) -> str:
-    """The record's state on stderr (`abreast-record none|lost|running|finished`); the
-    output on stdout (from byte `offset`); `abreast-exit` and the two `abreast-mtime`
-    lines once finished. With `follow`, a running attempt is followed to its end."""
-    running = (
-        f"""echo "abreast-record running" >&2
-  tail -q -f -c +{offset + 1} --pid="$p" -- "$d/output" "$d/.follow"
-  i=0; while [ ! -e "$d/exit" ] && [ "$i" -lt 40 ]; do sleep 0.05; i=$((i+1)); done
-  [ -e "$d/exit" ] || {{ echo "abreast-record lost" >&2; exit 0; }}"""
-        if follow
-        else """echo "abreast-record running" >&2; exit 0"""
-    )
-    return f"""d={record}
-if [ ! -s "$d/started" ]; then echo "abreast-record none" >&2; exit 0; fi
-read -r p t b < "$d/started"
-if [ ! -e "$d/exit" ]; then
-  live=
-  if read -r s < /proc/"$p"/stat 2>/dev/null; then
-    s=${{s##*) }}; set -f; set -- $s; set +f
-    if [ "$1" != Z ] && {{ [ -z "$t" ] || [ "$t" = "${{20}}" ]; }}; then live=1; fi
-  fi
-  n=; read -r n < /proc/sys/kernel/random/boot_id 2>/dev/null
-  if [ -n "$b" ] && [ "$b" != "$n" ]; then live=; fi
-  if [ -z "$live" ] && [ ! -e "$d/exit" ]; then echo "abreast-record lost" >&2; exit 0; fi
-fi
-if [ ! -e "$d/exit" ]; then
-  {running}
-else
-  echo "abreast-record finished" >&2
-  tail -c +{offset + 1} -- "$d/output"
-fi
-read -r s < "$d/exit"
-echo "abreast-exit $s" >&2
-stat -c 'abreast-mtime %.9Y' -- "$d/started" "$d/exit" >&2"""
-
-
-def _stop_script(record: str, grace: float) -> str:
-    """TERM the attempt's process group, KILL it after `grace` seconds. If the attempt
-    has not claimed its folder yet, claim it first so it never starts; if it has but its
-    wrapper has not written `started` yet, wait for that (or for the empty `exit` of a
-    wrapper that could not start)."""
-    ticks = max(1, round(grace / 0.05))
-    return f"""d={record}
-i=0
-while [ ! -s "$d/started" ] && [ ! -e "$d/exit" ]; do
-  if (umask 077 && exec mkdir -p -- "$d") && (set -C && printf '' > "$d/output") 2>/dev/null; then
-    echo "abreast-stopped before it started" >&2; exit 0
-  fi
-  i=$((i+1)); [ "$i" -gt 600 ] && {{ echo "abreast-error: the attempt did not start within 30 s" >&2; exit 1; }}
-  sleep 0.05
-done
-[ -s "$d/started" ] || {{ echo "abreast-stopped it did not start" >&2; exit 0; }}
-read -r p t b < "$d/started"
-same() {{
-  if read -r s < /proc/"$p"/stat 2>/dev/null; then
-    s=${{s##*) }}; set -f; set -- $s; set +f
-    [ -z "$t" ] || [ "$t" = "${{20}}" ]
-  fi
-}}
-if [ ! -e "$d/exit" ] && same; then kill -s TERM -- "-$p" 2>/dev/null; fi
-i=0
-while [ ! -e "$d/exit" ] && [ "$i" -lt {ticks} ]; do sleep 0.05; i=$((i+1)); done
-if same || [ ! -r /proc/"$p"/stat ]; then kill -s KILL -- "-$p" 2>/dev/null; fi
-echo "abreast-stopped" >&2"""
-
-
-def _probe_script(state_root: str) -> str:
-    """Once per connection: the tools the attempts need, and the state root (0700)."""
-    return f"""fail() {{ echo "abreast-error: $*" >&2; exit 125; }}
-command -v setsid >/dev/null 2>&1 || fail "the host has no setsid (util-linux)"
-tail -c 0 --pid=1 /dev/null 2>/dev/null || fail "the host's tail cannot follow a process (tail --pid: GNU coreutils)"
-r={_remote_path(state_root)}
-(umask 077 && exec mkdir -p -- "$r") || fail "cannot make the state folder $r on the host"
-echo "abreast-ready" >&2"""
-
-
-def _remote_path(path: str) -> str:
-    """A remote path as one sh word: `~` and `~/...` from the remote $HOME."""
-    if path == "~":
-        return '"$HOME"'
-    if path.startswith("~/"):
-        rest = path[2:]
-        return '"$HOME"/' + shlex.quote(rest) if rest else '"$HOME"'
-    return shlex.quote(path)
 
 
 def _local_path(path: str, folder: Path) -> str:

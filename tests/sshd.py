@@ -202,7 +202,7 @@ class Hosts:
                     f"AllowUsers {who.pw_name}\n"
                     "UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
                     "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nUseDNS no\nPrintMotd no\n"
-                    "PrintLastLog no\nMaxStartups 200:30:400\nLogLevel VERBOSE\n"
+                    "PrintLastLog no\nMaxStartups 200:30:400\nLogLevel VERBOSE\nSubsystem sftp internal-sftp\n"
                 )
                 host.process = subprocess.Popen(
                     [sshd, "-D", "-e", "-f", str(config), "-E", str(home / "sshd.log")],

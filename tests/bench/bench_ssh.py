@@ -14,9 +14,10 @@ Ansible's `forks: 10`. Every event is committed to a fresh SQLite file.
 - Ansible (`pip install ansible-core`; not a dependency of abreast): one playbook, the
   10 hosts as inventory, `strategy: free`, `forks: 10`, `gather_facts: false`, 50 tasks
   `command: "true"` (500 executions; `command` is what `ansible all -a true` runs), or
-  `raw: "true"` with `--ansible-module raw` (Ansible's fastest: no Python on the host),
-  SSH multiplexed by Ansible's own ControlPersist. Skipped when ansible-playbook is not
-  installed.
+  `raw: "true"` with `--ansible-module raw` (Ansible's fastest: no Python on the host);
+  Ansible's defaults otherwise (no pipelining unless `--ansible-pipelining`), SSH
+  multiplexed by its own ControlPersist, the hosts serving sftp as servers do. Skipped
+  when ansible-playbook is not installed.
 
 Alternating rounds; each time, and the ratios of the medians.
 
@@ -103,6 +104,7 @@ def main() -> None:
     ap.add_argument("--no-ansible", action="store_true")
     ap.add_argument("--ansible-module", choices=("command", "raw"), default="command",
                     help="command: Ansible's default for a command (as `ansible all -a true`); raw: its fastest, no Python")
+    ap.add_argument("--ansible-pipelining", action="store_true", help="Ansible with pipelining (off by default in Ansible)")
     args = ap.parse_args()
     ansible = None if args.no_ansible else shutil.which("ansible-playbook") or (
         str(Path(sys.executable).parent / "ansible-playbook") if (Path(sys.executable).parent / "ansible-playbook").exists() else None
@@ -120,6 +122,7 @@ def main() -> None:
             (folder / "inventory.yaml").write_text(yaml.safe_dump(inventory(hosts)))
             (folder / "playbook.yaml").write_text(yaml.safe_dump(playbook(args.ansible_module)))
             env = dict(os.environ, ANSIBLE_FORKS="10", ANSIBLE_HOST_KEY_CHECKING="True", ANSIBLE_STDOUT_CALLBACK="default",
+                       ANSIBLE_PIPELINING=str(args.ansible_pipelining), ANSIBLE_PYTHON_INTERPRETER="/usr/bin/python3",
                        ANSIBLE_SSH_CONTROL_PATH_DIR=str(folder / "cp"), ANSIBLE_LOCAL_TEMP=str(folder / "ansible-tmp"))
             lines = None
             for r in range(args.rounds):
