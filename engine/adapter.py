@@ -3,7 +3,7 @@ ended, and stop when cancelled.
 
 The engine defines the interface and never imports an implementation: the runtime is
 handed a function that picks an adapter for each target (`adapters/` has the local
-shell and the dry-run adapters).
+shell, dry-run and ssh adapters; others are plug-ins, found by adapters/registry.py).
 
 Cancelling is trio's: the runtime runs `Adapter.run` inside a cancel scope (for a
 timeout or a cancelled deployment) and the adapter, on `trio.Cancelled`, must stop the
