@@ -173,6 +173,9 @@ class SshAdapter:
             session = await self._start(dest, script, stream)
         except SshError as e:
             return AttemptResult("failed", None, f"{where}: {e}")
+        except BaseException:
+            await self._stop_unseen(dest, record)
+            raise
         try:
             code = await session.finish()
             return await self._result(dest, where, record, session, code, stream)
@@ -231,6 +234,9 @@ class SshAdapter:
                 session = await self._start(dest, inspect_script(record, follow=True, offset=stream.received), stream)
             except SshError as e:
                 raise SshError(f"{where}: {e}") from None
+            except BaseException:
+                await self._stop_unseen(dest, record)
+                raise
             try:
                 code = await session.finish()
             except BaseException:  # cancelled (perhaps inside an exception group), or worse
@@ -308,6 +314,19 @@ class SshAdapter:
         report = Report(session.errors)
         if not report.stopped:
             raise SshError(report.error or cause(report.other, code))
+
+    async def _stop_unseen(self, dest: Destination, record: str) -> None:
+        """Cancelled while its session was being opened: the session may have been asked
+        for and its script may run, so stop the attempt (or claim its record first, so
+        it never starts) — if there is a connection to do it with."""
+        host = self._hosts.get(dest)
+        if host is None or not any(c.usable() for c in host.connections):
+            return  # cancelled while connecting: nothing reached the host
+        with trio.CancelScope(shield=True):
+            try:
+                await self._stop(dest, record)
+            except SshError:
+                pass  # the host is gone: nothing more can be done from here
 
     async def _stop_and_drain(self, dest: Destination, record: str, session: _Session) -> None:
         """On cancellation: stop the remote command, then let the attempt's own session

@@ -428,3 +428,18 @@ async def test_a_master_killed_behind_the_adapters_back_is_replaced(ssh_host):
     assert (result.outcome, result.error, lines) == ("succeeded", None, ["two"])
     assert len(masters_of(adapter)) == 1
     await adapter.aclose()
+
+
+async def test_a_cancel_at_any_moment_of_the_start_leaves_nothing_running(ssh_host, remote_folder):
+    # Cancelled while the master opens, while the session opens, while the script
+    # claims the record, or once the command runs: in every case the command either
+    # never starts or is stopped.
+    adapter = SshAdapter(grace=1)
+    target = target_of(ssh_host)
+    pidfile = remote_folder / "pids"
+    for i in range(12):
+        with trio.move_on_after(0.05 * i):
+            await adapter.run(request_of(target, f"echo $$ >> {pidfile}; sleep 60"), lambda line: None)
+    await adapter.aclose()
+    pids = [int(p) for p in pidfile.read_text().split()] if pidfile.exists() else []
+    assert await eventually(lambda: not any(alive(p) for p in pids))
