@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -347,6 +348,7 @@ def kill_orchestrator(proc: subprocess.Popen, folder: Path) -> None:
                         os.kill(int(name), signal.SIGKILL)
             except OSError:
                 pass
+    shutil.rmtree(control, ignore_errors=True)  # what the dead orchestrator could not remove
 
 
 async def started_then_crashed(harness: Harness, tmp_path: Path, command: str) -> ExecutionRequest:

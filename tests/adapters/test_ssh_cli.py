@@ -6,6 +6,7 @@ targets refused before anything runs, and a kill -9 followed by a resume."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 import uuid
@@ -34,6 +35,12 @@ def masters() -> set[int]:
             if b"ControlMaster=yes" in argv and any(b"/abreast-ssh-" in a for a in argv if a.startswith(b"ControlPath=")):
                 found.add(int(name))
     return found
+
+
+def control_folder(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        path = next(a for a in f.read().split(b"\0") if a.startswith(b"ControlPath="))
+    return os.path.dirname(path.decode()[len("ControlPath="):])
 
 
 def logs(folder: Path, deployment: str) -> list[tuple[str, str | None, int, str]]:
@@ -176,7 +183,9 @@ def test_kill_9_then_resume_adopts_the_remote_attempts_and_runs_nothing_twice(tm
         Path(f"{gate}-t2").touch()
         Path(f"{gate}-t3").touch()
         for pid in masters() - before:  # the dead orchestrator's idle master connections
+            folder = control_folder(pid)
             os.kill(pid, signal.SIGKILL)
+            shutil.rmtree(folder, ignore_errors=True)
     events = events_of(db, deployment)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     finished = sorted(((e.target or ""), e.attempt, e.outcome, e.exit_code) for e in events if isinstance(e, ExecutionFinished))
