@@ -38,24 +38,23 @@ def new_deployment_id() -> str:
 
 
 def adapters_for(plan, dry_run: bool, speed: float, seed: int):  # noqa: ANN001, ANN201
-    """Pick each target's adapter: its `adapter` field, or dry-run for all with --dry-run."""
-    from adapters.dryrun import DryRunAdapter
-    from adapters.local import LocalAdapter
+    """The deployment's adapters (adapters/registry.py): each target's `adapter`, or
+    dry-run for all with --dry-run; unknown names and bad target fields exit 2 here,
+    before anything runs."""
+    from adapters.registry import AdapterProblem, Adapters, needed
+    from engine.adapter import AdapterSetup
     from simulator.durations import DurationModel
 
-    local = LocalAdapter()
-    dry = None
-    if dry_run or any(t.adapter == "dry-run" for t in plan.targets):
+    folder = Path(plan.source).parent if plan.source else Path.cwd()
+    setup = AdapterSetup(plan, folder, seed, speed)
+    if "dry-run" in needed(plan, dry_run):
         model = DurationModel(plan, seed)
         model.check()  # MissingDuration: the caller reports it as bad input
-        dry = DryRunAdapter(model.duration, model.fails, speed)
-
-    def adapter_for(target):  # noqa: ANN001, ANN202
-        if dry_run or (target is not None and target.adapter == "dry-run"):
-            return dry
-        return local
-
-    return adapter_for
+        setup = AdapterSetup(plan, folder, seed, speed, model.duration, model.fails)
+    try:
+        return Adapters(plan, setup, dry_run)
+    except AdapterProblem as e:
+        bad_input(str(e))
 
 
 def _drive(core, store, plan, options: dict, log_format: LogFormat, verbose: bool, quiet: bool, resume_at: float = 0.0) -> str:  # noqa: ANN001
@@ -109,10 +108,12 @@ def _drive(core, store, plan, options: dict, log_format: LogFormat, verbose: boo
         core, store, adapter_for, workdir, on_events=on_events, resume_at=resume_at, options=options,
         time_scale=scale, gather=INSTANT if options.get("dry_run", False) else 0.0, on_orphans=on_orphans,
     )
+    # The adapters close when the deployment ends, however it ends (ssh: the master
+    # connections).
     if live is None:
-        return _finish(trio.run(runtime.run, True), core, quiet)
+        return _finish(trio.run(adapter_for.closing, runtime.run, True), core, quiet)
     with live:
-        outcome = trio.run(runtime.run, True)
+        outcome = trio.run(adapter_for.closing, runtime.run, True)
     return _finish(outcome, core, quiet)
 
 

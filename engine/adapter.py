@@ -3,7 +3,7 @@ ended, and stop when cancelled.
 
 The engine defines the interface and never imports an implementation: the runtime is
 handed a function that picks an adapter for each target (`adapters/` has the local
-shell and the dry-run adapters).
+shell, dry-run and ssh adapters; others are plug-ins, found by adapters/registry.py).
 
 Cancelling is trio's: the runtime runs `Adapter.run` inside a cancel scope (for a
 timeout or a cancelled deployment) and the adapter, on `trio.Cancelled`, must stop the
@@ -13,12 +13,13 @@ work it started (a local process group is killed) before letting the exception g
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
 import msgspec
 
-from engine.plan import Step, Target
+from engine.plan import Plan, Step, Target
 
 
 class ExecutionRequest(msgspec.Struct, frozen=True):
@@ -77,6 +78,32 @@ class Adapter(Protocol):
     # each adapter that has it to stop the work a dead orchestrator left running for
     # those attempts (step, target, attempt) of that deployment (the local adapter:
     # process groups), and to say how many it stopped, so that no execution runs twice.
+    #
+    # Optional: `def check(self, target: Target, folder: Path) -> list[tuple[str, str]]`.
+    # Before anything runs: what is wrong with a target this adapter serves, as (field,
+    # message) pairs (`abreast run` reports them as bad input, exit 2). `folder` is the
+    # scenario file's.
+    #
+    # Optional: `async def aclose(self) -> None`. The deployment has ended (succeeded,
+    # failed, cancelled or on an error): release what the adapter kept open (the ssh
+    # adapter's master connections). Called once, shielded from cancellation.
+
+
+@dataclass(frozen=True)
+class AdapterSetup:
+    """What an adapter factory is given: an `abreast.adapters` entry point names a
+    callable `factory(setup) -> Adapter`, called once per deployment; that adapter
+    serves every target whose `adapter` is the entry point's name."""
+
+    plan: Plan
+    folder: Path  # the scenario file's folder
+    seed: int = 0
+    speed: float = 1.0
+    # For adapters that rehearse (dry-run): the simulator's duration model, seconds an
+    # attempt (step, target or None, attempt) takes and whether it fails. Set when a
+    # dry-run adapter is in use.
+    duration: Callable[[Step, str | None, int], float] | None = None
+    fails: Callable[[Step, str | None, int], bool] | None = None
 
 
 AdapterFor = Callable[[Target | None], Adapter]

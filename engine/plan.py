@@ -73,6 +73,15 @@ class Target(msgspec.Struct, frozen=True):
     name: str
     roles: tuple[str, ...] = ()
     adapter: str = "local"
+    # Where a remote adapter (ssh, or a plug-in) reaches the target (SPEC §6). None: as
+    # the adapter's own configuration says (for ssh: ~/.ssh/config, port 22, the login
+    # folder); `host` defaults to the target's name.
+    host: str | None = None
+    user: str | None = None
+    port: int | None = None
+    identity_file: str | None = None
+    workdir: str | None = None
+    ssh_options: dict[str, str] = {}
 
 
 class Step(msgspec.Struct, frozen=True):

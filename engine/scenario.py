@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import shlex
 import stat
 import tomllib
 import unicodedata
@@ -45,14 +46,12 @@ BYPASS_MUTEX_VAR = "OctopusBypassDeploymentMutex"
 IsolationName = Literal["exclusive", "shared"]
 StartName = Literal["after-previous", "with-previous"]
 ConditionName = Literal["success", "failure", "always"]
-AdapterName = Literal["local", "dry-run"]
 # For error messages: which values a field of enumerated values accepts.
 CHOICES = {
     "target_isolation": IsolationName,
     "isolation": IsolationName,
     "start": StartName,
     "condition": ConditionName,
-    "adapter": AdapterName,
 }
 
 PosInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -87,7 +86,56 @@ class PolicySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class TargetSpec(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     roles: list[Name] = []
-    adapter: AdapterName = "local"
+    adapter: Name = "local"  # any installed adapter (SPEC §6): `abreast run` checks the name
+    # Remote targets (SPEC §6): the ssh adapter's fields; plug-ins may read them too.
+    host: Name | None = None
+    user: Name | None = None
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
+    identity_file: Name | None = None
+    workdir: Name | None = None
+    ssh_options: dict[str, str | int | float | bool] | list[str] | str = {}
+
+
+REMOTE_FIELDS = ("host", "user", "port", "identity_file", "workdir", "ssh_options")
+_OPTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+
+
+def _ssh_options(value: dict | list | str, path: str, bad: Any) -> dict[str, str]:
+    """`ssh_options` as ssh's `-o NAME=VALUE`: a mapping, a list of `NAME=VALUE` (or
+    `NAME VALUE`) strings, or one string of them as on ssh's command line (`-o` may
+    stay, as in Ansible's ssh_extra_args); YAML booleans read as yes/no."""
+    items: list[tuple[str, Any, str]] = []
+    if isinstance(value, dict):
+        items = [(k, v, f"{path}.{k}" if _plain_key(k) else f"{path}[{json.dumps(k)}]") for k, v in value.items()]
+    else:
+        if isinstance(value, str):
+            try:
+                entries = shlex.split(value)
+            except ValueError as e:
+                bad(path, f"cannot read the options: {e}")
+                return {}
+        else:
+            entries = value
+        for j, entry in enumerate(entries):
+            entry = entry.strip()
+            if entry == "-o":
+                continue
+            if entry.startswith("-o"):
+                entry = entry[2:].strip()
+            key, sep, rest = entry.partition("=")
+            if not sep:
+                key, _, rest = entry.partition(" ")
+            items.append((key.strip(), rest.strip(), path if isinstance(value, str) else f"{path}[{j}]"))
+    out: dict[str, str] = {}
+    for key, v, at in items:
+        text = ("yes" if v else "no") if isinstance(v, bool) else str(v)
+        if not _OPTION_NAME.fullmatch(key):
+            bad(at, f"expected an ssh option name such as ServerAliveInterval, got {key!r}")
+        elif text == "" or re.search(r"[\x00-\x1f]", text):
+            bad(at, f"expected a one-line value for {key}, got {text!r}")
+        else:
+            out[key] = text
+    return out
 
 
 class StepSpec(msgspec.Struct, forbid_unknown_fields=True):
@@ -726,7 +774,17 @@ def _resolve(spec: ScenarioSpec, file: str, problems: list[Problem]) -> Plan | N
         if t.name in seen_targets:
             bad(f"$.targets[{i}].name", f"duplicate target name {t.name!r} (first at $.targets[{seen_targets[t.name]}])")
         seen_targets.setdefault(t.name, i)
-        targets.append(Target(name=t.name, roles=tuple(t.roles), adapter=t.adapter))
+        options = _ssh_options(t.ssh_options, f"$.targets[{i}].ssh_options", bad)
+        if t.adapter == "local":
+            for f in REMOTE_FIELDS:
+                if getattr(t, f):
+                    bad(f"$.targets[{i}].{f}", f"the local adapter runs commands on this machine: set `adapter: ssh` to reach {t.name!r} there")
+        targets.append(
+            Target(
+                name=t.name, roles=tuple(t.roles), adapter=t.adapter, host=t.host, user=t.user, port=t.port,
+                identity_file=t.identity_file, workdir=t.workdir, ssh_options=options,
+            )
+        )
     target_names = set(seen_targets)
     by_role: dict[str, list[str]] = {}
     for t in targets:
