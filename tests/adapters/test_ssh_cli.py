@@ -201,12 +201,14 @@ def test_no_scenario_value_reaches_a_remote_shell_unquoted(tmp_path, ssh_hosts, 
     workdir = remote_folder / f"wd {tricky}"
     workdir.mkdir()
     os.chmod(workdir, 0o777)
-    deployment = f"id {tricky}"
-    step, target = f"step {tricky}", f"target {tricky}"
+    named = tricky.replace("\n", " ")  # names and ids refuse control characters (docs/rules.md)
+    deployment = f"id {named}"
+    step, target = f"step {named}", f"target {named}"
     scenario(tmp_path, {
         "targets": [ssh_hosts[0].target(target, ["web"], workdir=str(workdir))],
         "steps": [{"name": step, "roles": ["web"],
-                   "run": 'printf "%s|" "$ABREAST_DEPLOYMENT" "$ABREAST_STEP" "$ABREAST_TARGET" "$(pwd)"; echo'}],
+                   "run": 'printf "%s|" "$ABREAST_DEPLOYMENT" "$ABREAST_STEP" "$ABREAST_TARGET" "$(pwd)"; echo\n'
+                          ": '$(touch pwned-4) `touch pwned-5`'"}],
     })
     p = abreast(tmp_path, "run", "deploy.yaml", "--id", deployment, "-q")
     assert p.returncode == 0, p.stderr
