@@ -37,6 +37,8 @@ import hashlib
 import os
 from urllib.parse import quote
 
+from engine.lease import boot_id, proc_starttime
+
 WRAPPER = r"""d=$1 w=$2 c=$3
 trap : HUP INT TERM
 s= b=
@@ -112,28 +114,61 @@ def parse_exit(text: str) -> int | None:
 
 class LineSplitter:
     """Bytes in, complete lines out, in time linear in the input (a 100 MB line is
-    scanned once: only the new bytes are searched for a newline)."""
+    scanned once: only the new bytes are searched for a newline).
 
-    __slots__ = ("_pending",)
+    With `limit`, a line keeps at most its first `limit` bytes (the rest is counted in
+    `cut`, not held): memory stays bounded whatever the command writes. A cut line is
+    returned longer than `limit` // 4 characters, so a reader that cuts at that many
+    characters sees that it was cut."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_pending", "_limit", "_over", "cut")
+
+    def __init__(self, limit: int | None = None) -> None:
         self._pending = bytearray()
+        self._limit = limit
+        self._over = 0  # bytes of the pending line beyond the limit, dropped
+        self.cut = 0  # lines cut at the limit so far
 
     def feed(self, chunk: bytes) -> list[str]:
+        limit = self._limit
         if b"\n" not in chunk:
-            self._pending += chunk
+            self._hold(chunk)
             return []
         *complete, rest = chunk.split(b"\n")
-        if self._pending:
-            complete[0] = bytes(self._pending) + complete[0]
+        if self._pending or self._over:
+            self._hold(complete[0])
+            complete[0] = bytes(self._pending)
             self._pending = bytearray()
-        self._pending += rest
+            if self._over:
+                self.cut += 1
+                self._over = 0
+        if limit is not None:
+            for i, line in enumerate(complete):
+                if len(line) > limit:
+                    complete[i] = line[:limit]
+                    self.cut += 1
+        self._hold(rest)
         return [line.decode("utf-8", "replace").rstrip("\r") for line in complete]
+
+    def _hold(self, part: bytes) -> None:
+        limit = self._limit
+        if limit is None:
+            self._pending += part
+            return
+        room = limit - len(self._pending)
+        if len(part) <= room:
+            self._pending += part
+        else:
+            self._pending += part[: max(room, 0)]
+            self._over += len(part) - max(room, 0)
 
     def close(self) -> list[str]:
         """The last line, if the output did not end with a newline."""
-        if not self._pending:
+        if not self._pending and not self._over:
             return []
+        if self._over:
+            self.cut += 1
+            self._over = 0
         line = bytes(self._pending).decode("utf-8", "replace").rstrip("\r")
         self._pending = bytearray()
         return [line]
@@ -143,33 +178,18 @@ class LineSplitter:
 
 
 def read_text(path: str) -> str | None:
+    """The file's text, or None if it cannot be read (missing, a folder, no access)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             return f.read()
-    except FileNotFoundError:
+    except OSError:
         return None
-
-
-def proc_starttime(pid: int) -> str | None:
-    """Field 22 of /proc/PID/stat (None: no such live process, or a zombie)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if not fields or fields[0] == b"Z":
-        return None
-    return fields[19].decode() if len(fields) > 19 else None
-
-
-def boot_id() -> str:
-    return read_text("/proc/sys/kernel/random/boot_id") or ""
 
 
 def alive(started: Started) -> bool:
     """Is the wrapper that wrote `started` still running on this machine? A pid reused
     by another process, or a host that rebooted since, is not it."""
-    if started.boot_id and started.boot_id != boot_id().strip():
+    if started.boot_id and started.boot_id != boot_id():
         return False
     now = proc_starttime(started.pid)
     return now is not None and (not started.starttime or now == started.starttime)
