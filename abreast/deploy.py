@@ -37,19 +37,14 @@ def new_deployment_id() -> str:
     return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-def state_root(store_path: Path) -> Path:
-    """Where the local adapter keeps the attempts' records: `state/` beside the store,
-    one folder per store file (two stores in one folder may hold the same id)."""
-    return store_path.parent / "state" / store_path.name
-
-
-def adapters_for(plan, dry_run: bool, speed: float, seed: int, state: Path | None = None):  # noqa: ANN001, ANN201
-    """Pick each target's adapter: its `adapter` field, or dry-run for all with --dry-run."""
+def adapters_for(plan, dry_run: bool, speed: float, seed: int, store: Path | None = None):  # noqa: ANN001, ANN201
+    """Pick each target's adapter: its `adapter` field, or dry-run for all with --dry-run.
+    The local adapter keeps its records where `store`'s deployments keep theirs."""
     from adapters.dryrun import DryRunAdapter
-    from adapters.local import LocalAdapter
+    from adapters.local import LocalAdapter, state_root_for
     from simulator.durations import DurationModel
 
-    local = LocalAdapter(state)
+    local = LocalAdapter(state_root_for(store))
     dry = None
     if dry_run or any(t.adapter == "dry-run" for t in plan.targets):
         model = DurationModel(plan, seed)
@@ -73,7 +68,7 @@ def _drive(core, store, plan, options: dict, log_format: LogFormat, verbose: boo
 
     try:
         adapter_for = adapters_for(
-            plan, options.get("dry_run", False), options.get("speed", 1.0), options.get("seed", 0), state_root(store.path)
+            plan, options.get("dry_run", False), options.get("speed", 1.0), options.get("seed", 0), store.path
         )
     except MissingDuration as e:
         bad_input(f"{plan.source}: {e} (a dry run sleeps each execution's simulated duration)")

@@ -110,6 +110,12 @@ class Adapter(Protocol):
     # asked this for every unfinished attempt on resume (which are then all
     # `interrupted`).
     #
+    # Optional: `def prepare(self, deployment: str) -> None`: called before a new
+    # deployment's first event, so that the adapter can tell, later, "this attempt's
+    # record was never made" (it never started) from "this deployment's records are
+    # gone" (unknowable). An OSError means the adapter cannot keep records: nothing is
+    # written and the run stops.
+    #
     # Optional: `def forget(self, deployment: str, attempts: Sequence[tuple[str, str |
     # None, int]]) -> None` and `def forget_deployment(self, deployment: str) -> None`:
     # the log now holds how those attempts (that whole deployment) ended, so their

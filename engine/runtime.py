@@ -214,6 +214,13 @@ class Runtime:
     async def _main(self, nursery: trio.Nursery) -> None:
         core = self.core
         if not core.started:
+            for adapter in self._every_adapter():
+                prepare = getattr(adapter, "prepare", None)
+                if prepare is not None:
+                    try:
+                        prepare(core.deployment)  # before any attempt is recorded as started
+                    except OSError as e:
+                        raise StoreError(f"cannot keep the attempts' records: {e}") from None
             now, wall = self._now(), self.wall_clock()
             await self._commit(core.begin(now, wall, self.options), claim=None)
             self._go.set()

@@ -248,12 +248,24 @@ async def test_cancelling_an_adopted_attempt_stops_its_group(tmp_path):
     assert parse_exit((folder_of(tmp_path, req) / "exit").read_text()) == 128 + signal.SIGTERM
 
 
-async def test_an_attempt_without_a_record_never_ran(tmp_path):
+async def test_an_attempt_without_a_record_never_ran_unless_the_records_were_lost(tmp_path):
     req = request(tmp_path, "touch ran")
-    assert await LocalAdapter().adopt(req, lambda line: None) is NOT_STARTED
+    adapter = LocalAdapter()
+    # No folder for the deployment (made before its first event): its records are gone.
+    assert await adapter.adopt(req, lambda line: None) is None
+    adapter.prepare(req.deployment)
+    assert await adapter.adopt(req, lambda line: None) is NOT_STARTED
     folder_of(tmp_path, req).mkdir(parents=True)  # made, then the orchestrator died before spawning
-    assert await LocalAdapter().adopt(req, lambda line: None) is NOT_STARTED
+    assert await adapter.adopt(req, lambda line: None) is NOT_STARTED
     assert not (tmp_path / "ran").exists()
+
+
+async def test_the_orchestrator_writes_started_for_the_wrapper_and_the_wrapper_keeps_it(tmp_path):
+    # Whoever is first writes the same line; the wrapper reads /proc only if it must.
+    req = request(tmp_path, "sleep 0.2")
+    await LocalAdapter().run(req, lambda line: None)
+    started = parse_started((folder_of(tmp_path, req) / "started").read_text())
+    assert started is not None and started.starttime.isdigit() and started.boot_id == boot_id()
 
 
 async def test_a_record_without_an_exit_status_whose_wrapper_is_gone_is_unknowable(tmp_path):
@@ -286,3 +298,19 @@ async def test_stop_orphans_leaves_other_attempts_alone(tmp_path):
     finally:
         started = parse_started((folder_of(tmp_path, other) / "started").read_text())
         os.killpg(started.pid, signal.SIGKILL)
+
+
+def test_each_store_has_a_state_folder_of_its_own_in_memory_by_default(tmp_path, monkeypatch):
+    from adapters.local import state_root_for
+
+    monkeypatch.delenv("ABREAST_STATE", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    (tmp_path / "run").mkdir()
+    a, b = state_root_for(tmp_path / "x" / "abreast.db"), state_root_for(tmp_path / "y" / "abreast.db")
+    assert a.parent == b.parent == tmp_path / "run" / "abreast" and a != b
+    assert a.name.startswith("abreast.db-") and state_root_for(tmp_path / "x" / ".." / "x" / "abreast.db") == a
+    assert oct((tmp_path / "run" / "abreast").stat().st_mode & 0o777) == "0o700"
+    os.chmod(tmp_path / "run" / "abreast", 0o755)  # not ours alone any more: not used
+    assert state_root_for(tmp_path / "x" / "abreast.db").parent != tmp_path / "run" / "abreast"
+    monkeypatch.setenv("ABREAST_STATE", str(tmp_path / "elsewhere"))
+    assert state_root_for(tmp_path / "x" / "abreast.db") == tmp_path / "elsewhere" / a.name

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from adapters.local import state_root_for
 from engine.events import DeploymentFinished, ExecutionFinished, ExecutionStarted, from_jsonl
 from engine.store import SqliteStore
 from tests.helpers import alive
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def env_for(folder: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "ABREAST_DB"}
     env["PYTHONPATH"] = str(ROOT)
+    env["ABREAST_STATE"] = str(folder / ".state")  # records of deployments a test leaves unfinished stay here
     return env
 
 
@@ -232,7 +234,7 @@ def test_a_signal_cancels_running_commands_and_ends_the_log_cancelled(tmp_path, 
     assert not (tmp_path / "after-ran").exists()
 
 
-def test_kill_9_then_resume_records_what_finished_meanwhile_and_runs_nothing_twice(tmp_path):
+def test_kill_9_then_resume_records_what_finished_meanwhile_and_runs_nothing_twice(tmp_path, monkeypatch):
     # Four targets, two at a time. Each attempt notes that it ran; the first two are
     # quick, the others block until released, so the crash comes while they run. Then
     # they finish while no orchestrator watches, and resume records them as they ended.
@@ -287,7 +289,8 @@ def test_kill_9_then_resume_records_what_finished_meanwhile_and_runs_nothing_twi
     logs = abreast(tmp_path, "history", "logs", "k1", "--step", "deploy", "--target", "t3").stdout
     assert logs == "deploy @ t3 #1 | before t3\ndeploy @ t3 #1 | after t3\n"
     assert isinstance(events[-1], DeploymentFinished) and events[-1].outcome == "succeeded"
-    assert not (tmp_path / ".abreast" / "state" / "abreast.db" / "k1").exists()  # records dropped once logged
+    monkeypatch.setenv("ABREAST_STATE", str(tmp_path / ".state"))
+    assert (tmp_path / ".state").is_dir() and not state_root_for(db).exists()  # dropped once the log holds the outcomes
 
 
 def test_resume_waits_for_what_still_runs_even_commands_that_replaced_their_environment(tmp_path):
