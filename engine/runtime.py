@@ -87,39 +87,57 @@ class OutputKeeper:
     """One attempt's output as the store keeps it: the first `MAX_OUTPUT_LINES // 2`
     lines and the last as many (errors are printed last), a marker line between them
     that says how many were cut, and every line cut at `MAX_LINE_CHARS` characters with
-    a note saying so. Memory stays bounded whatever the command prints."""
+    a note saying so. Memory stays bounded whatever the command prints.
 
-    __slots__ = ("deployment", "step", "target", "attempt", "head", "tail", "total")
+    The first lines go to the store while the attempt runs (`fresh`, at each heartbeat
+    and commit); the rest with its `execution.finished` (`rest`). `stored` lines were
+    stored by an orchestrator that died: the adapter feeds them again, and they are
+    skipped."""
 
-    def __init__(self, deployment: str, step: str, target: str | None, attempt: int):
+    __slots__ = ("deployment", "step", "target", "attempt", "head", "n_head", "tail", "total", "skip")
+
+    def __init__(self, deployment: str, step: str, target: str | None, attempt: int, stored: int = 0):
         self.deployment, self.step, self.target, self.attempt = deployment, step, target, attempt
-        self.head: list[OutputLine] = []
+        self.head: list[OutputLine] = []  # first lines not yet handed to the store
+        self.n_head = 0  # first lines so far, stored or not
         self.tail: deque[str] = deque(maxlen=MAX_OUTPUT_LINES - MAX_OUTPUT_LINES // 2)
         self.total = 0
+        self.skip = stored
 
     def add(self, line: str) -> None:
         self.total += 1
+        if self.skip:
+            self.skip -= 1
+            self.n_head += 1
+            return
         if len(line) > MAX_LINE_CHARS:
             line = f"{line[:MAX_LINE_CHARS]} [abreast: line cut at {MAX_LINE_CHARS} characters]"
-        if len(self.head) < MAX_OUTPUT_LINES // 2:
+        if self.n_head < MAX_OUTPUT_LINES // 2:
+            self.n_head += 1
             self.head.append(OutputLine(self.deployment, self.step, self.target, self.attempt, self.total, line))
         else:
             self.tail.append(line)
 
-    def lines(self) -> list[OutputLine]:
-        out = self.head
+    def fresh(self) -> list[OutputLine]:
+        """The first lines that came since the last call (they are final)."""
+        out, self.head = self.head, []
+        return out
+
+    def rest(self) -> list[OutputLine]:
+        """Everything not yet handed out, once the attempt has ended."""
+        out = self.fresh()
         tail = self.tail
         first_tail = self.total - len(tail) + 1
-        cut = first_tail - len(out) - 1
+        cut = first_tail - self.n_head - 1
+        d, s, t, a = self.deployment, self.step, self.target, self.attempt
         if cut:
             out.append(
                 OutputLine(
-                    self.deployment, self.step, self.target, self.attempt, len(out) + 1,
-                    f"[abreast: {cut} lines cut here (lines {len(out) + 1}-{first_tail - 1} of {self.total}); "
-                    f"the first {len(out)} and the last {len(tail)} are kept]",
+                    d, s, t, a, self.n_head + 1,
+                    f"[abreast: {cut} lines cut here (lines {self.n_head + 1}-{first_tail - 1} of {self.total}); "
+                    f"the first {self.n_head} and the last {len(tail)} are kept]",
                 )
             )
-        d, s, t, a = self.deployment, self.step, self.target, self.attempt
         out.extend(OutputLine(d, s, t, a, first_tail + i, line) for i, line in enumerate(tail))
         return out
 
@@ -178,6 +196,7 @@ class Runtime:
         self._classified = trio.Event()
         self._go = trio.Event()  # set once the first decision pass is committed
         self._targets = {t.name: t for t in core.plan.targets}
+        self._keepers: dict[tuple[int, int], OutputKeeper] = {}  # of the running attempts
         self._adapters: list[object] = []  # every adapter in use, each once
 
     # --------------------------------------------------------------------- the loop
@@ -364,18 +383,27 @@ class Runtime:
     # ------------------------------------------------------------ the owner lease
 
     async def _renew_lease(self) -> None:
-        """Renew the heartbeat while we run. A lease someone else holds now, or a store
-        that cannot be written or was replaced, stops the runtime (`_fail`)."""
+        """Renew the heartbeat while we run, and store the first lines of output of the
+        attempts still running (`history logs` shows them). A lease someone else holds
+        now, or a store that cannot be written or was replaced, stops the runtime
+        (`_fail`)."""
         store = self.store
         while True:
             await trio.sleep(self.heartbeat)
             now = time.time()
+            lines = [line for keeper in self._keepers.values() for line in keeper.fresh()]
+
+            def write() -> None:
+                store.renew(self.core.deployment, self.owner, now)
+                if lines:
+                    store.append((), output=lines)  # type: ignore[call-arg]
+
             async with self._store_lock:
                 try:
                     if self.threaded_writes and getattr(store, "blocking", False):
-                        await trio.to_thread.run_sync(store.renew, self.core.deployment, self.owner, now)
+                        await trio.to_thread.run_sync(write)
                     else:
-                        store.renew(self.core.deployment, self.owner, now)
+                        write()
                 except StoreError as e:
                     self._fail(e)
                     return
@@ -509,7 +537,12 @@ class Runtime:
         request = ExecutionRequest(
             deployment=core.deployment, step=step, target=target, attempt=attempt, workdir=self.workdir, start_clock=began
         )
-        keeper = OutputKeeper(core.deployment, step.name, target.name if target is not None else None, attempt)
+        target_name = target.name if target is not None else None
+        stored = 0
+        if adopting:  # what a dead orchestrator stored of its output is fed again: skip it
+            stored = sum(1 for o in self.store.output(core.deployment, step.name, target_name) if o.attempt == attempt and o.target == target_name)
+        keeper = OutputKeeper(core.deployment, step.name, target_name, attempt, stored)
+        self._keepers[(s, k)] = keeper
         classified = self._classify() if adopting else None
         scope = trio.CancelScope()
         self._scopes[(s, k)] = scope
@@ -556,6 +589,7 @@ class Runtime:
             result, outcome, error = None, "failed", f"adapter error: {type(e).__name__}: {e}"
         finally:
             del self._scopes[(s, k)]
+            del self._keepers[(s, k)]
             if classified is not None:
                 classified()
         # The attempt ended when the adapter returned: for a timeout or a cancel, when
@@ -580,7 +614,7 @@ class Runtime:
             at = round((ended - self._t0) * self.scale, 9)
         else:
             at = round(started_at + (ended - began) * self.scale, 9)
-        self._send.send_nowait(Completion(at, order, s, k, attempt, outcome, exit_code, error, keeper.lines()))
+        self._send.send_nowait(Completion(at, order, s, k, attempt, outcome, exit_code, error, keeper.rest()))
 
     async def _adopt(self, adapter, request: ExecutionRequest, output, classified):  # noqa: ANN001, ANN202
         """Ask the adapter what became of an attempt (engine/adapter.py, `adopt`)."""

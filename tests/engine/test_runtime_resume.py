@@ -304,7 +304,7 @@ def test_output_keeps_its_first_and_last_lines_and_says_what_it_cut():
     keeper = OutputKeeper("d", "s", "t", 1)
     for i in range(1, 5002):
         keeper.add(f"line {i}" if i != 3 else "x" * 5000)
-    lines = keeper.lines()
+    lines = keeper.rest()
     half = MAX_OUTPUT_LINES // 2
     assert len(lines) == MAX_OUTPUT_LINES + 1
     assert [o.line for o in lines[:2]] == ["line 1", "line 2"]
@@ -315,4 +315,40 @@ def test_output_keeps_its_first_and_last_lines_and_says_what_it_cut():
     few = OutputKeeper("d", "s", None, 1)
     for i in range(3):
         few.add(str(i))
-    assert [(o.n, o.line) for o in few.lines()] == [(1, "0"), (2, "1"), (3, "2")]
+    assert [(o.n, o.line) for o in few.fresh()] == [(1, "0"), (2, "1"), (3, "2")]
+    assert few.rest() == []
+    # After a crash, the lines a dead orchestrator stored are fed again and skipped.
+    again = OutputKeeper("d", "s", None, 1, stored=2)
+    for i in range(4):
+        again.add(str(i))
+    assert [(o.n, o.line) for o in again.rest()] == [(3, "2"), (4, "3")]
+
+
+async def test_output_reaches_the_store_while_the_attempt_runs_and_once_only_after_a_crash(autojump_clock):
+    plan = plan_of("steps: [{name: talk, run: talk}]")
+    store = MemoryStore()
+    seen: list[list[str]] = []
+
+    class Talker:
+        name = "talker"
+
+        async def run(self, request, output):  # noqa: ANN001, ANN201
+            for i in range(1, 4):
+                output(f"line {i}")
+                await trio.sleep(2)
+                seen.append([o.line for o in store.output("d")])
+            return AttemptResult("succeeded", 0)
+
+        async def adopt(self, request, output, running=None):  # noqa: ANN001, ANN201
+            for i in range(1, 5):  # the record holds all of it, from the start
+                output(f"line {i}")
+            return AttemptResult("succeeded", 0, ended_after=7.0)
+
+    await Runtime(Core(plan, "d"), store, lambda t: Talker(), ROOT, wall_clock=lambda: None, heartbeat=1).run()
+    assert seen == [["line 1"], ["line 1", "line 2"], ["line 1", "line 2", "line 3"]]  # every heartbeat
+    crashed_store = MemoryStore()
+    log = crashed(plan, crashed_store)
+    crashed_store.append((), output=[o for o in store.output("d")[:2]])  # what the dead orchestrator had stored
+    core = Core(plan, "d").fold(log)
+    await Runtime(core, crashed_store, lambda t: Talker(), ROOT, wall_clock=lambda: None, resume_at=9.0, log=log).run()
+    assert [(o.n, o.line) for o in crashed_store.output("d")] == [(1, "line 1"), (2, "line 2"), (3, "line 3"), (4, "line 4")]
