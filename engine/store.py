@@ -323,12 +323,13 @@ class SqliteStore:
         except sqlite3.DatabaseError as e:
             conn.close()
             raise StoreError(f"{self.path}: not an abreast event store: {e}") from None
-        self._identity = _identity(self.path)
+        self._where = Path(os.path.abspath(self.path))  # the same file after a chdir
+        self._identity = _identity(self._where)
 
     def check_file(self) -> None:
         """The file at our path must still be the one we opened: one deleted or replaced
         under a running deployment would silently take its history with it."""
-        now = _identity(self.path)
+        now = _identity(self._where)
         if now != self._identity:
             what = "deleted" if now is None else "replaced by another file"
             raise StoreError(f"{self.path}: the event store was {what} while abreast was writing to it")

@@ -118,6 +118,17 @@ def test_run_records_into_the_default_database_here_and_history_reads_it(tmp_pat
     assert abreast(tmp_path, "history", "export", "rel-1", "--db", str(other)).stdout == exported
 
 
+def test_a_scenario_in_another_folder_runs_there_and_records_here(tmp_path):
+    # The orchestrator works in the scenario's folder; the store it opened here stays
+    # the same file (it is checked before every write).
+    (tmp_path / "deploy").mkdir()
+    scenario(tmp_path / "deploy", {"steps": [{"name": "where", "run": "pwd > here"}]})
+    p = abreast(tmp_path, "run", "deploy/deploy.yaml", "--id", "elsewhere", "-q")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "deploy" / "here").read_text().strip() == str(tmp_path / "deploy")
+    assert events_of(tmp_path / ".abreast" / "abreast.db", "elsewhere")[-1].outcome == "succeeded"
+
+
 def test_the_database_can_come_from_the_environment(tmp_path):
     scenario(tmp_path, SIMPLE)
     env = env_for(tmp_path) | {"ABREAST_DB": str(tmp_path / "elsewhere.db")}
