@@ -15,7 +15,7 @@ Nothing of the attempt depends on the orchestrator: no pipe, no parent death sig
 Killing the orchestrator kills no command, and loses neither its output nor its exit
 status; `resume` adopts it (`adopt`). The orchestrator follows the output file: it
 waits for the wrapper on a pidfd and reads what is new when it exits and, while it
-runs, every 0.1 s rising to 0.25 s, feeding complete lines to the runtime.
+runs, every 0.15 s, feeding complete lines to the runtime.
 
 When cancelled (a timeout or a cancelled deployment) the whole process group gets
 SIGTERM, then SIGKILL after the grace period, and the attempt ends only when no member
@@ -32,10 +32,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import queue
 import shutil
 import signal
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -60,14 +62,29 @@ from engine.adapter import MAX_LINE_CHARS, NOT_STARTED, AttemptResult, Execution
 from engine.lease import boot_id, proc_starttime
 
 GRACE_SECONDS = 5.0
-POLL_FIRST, POLL_MAX = 0.1, 0.25  # how often a running attempt's output is read
+POLL = 0.15  # how often the output of running attempts is read
 STOP_POLL = 0.05  # how often a stopping group is looked at
 LINE_LIMIT = 4 * MAX_LINE_CHARS + 4  # bytes of a line held: enough for the runtime to see it was cut
 ARGV0 = "abreast-attempt"  # the wrapper's $0: how a wrapper is recognised in /proc/PID/cmdline
 
 _TICKS = os.sysconf("SC_CLK_TCK")  # the unit of /proc/PID/stat's start time
-# Every signal the command could inherit as ignored goes back to its default.
-_DEFAULT_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
+
+
+def _ignored_signals() -> frozenset[int]:
+    """The signals a command would inherit as ignored: SIGPIPE and SIGXFSZ (Python
+    ignores both) and whatever this process was started ignoring (nohup's SIGHUP). A
+    signal with a handler needs nothing: exec resets it. Fewer is cheaper: the spawn
+    waits while the child resets each one."""
+    out = {signal.SIGPIPE, signal.SIGXFSZ}
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                out.add(sig)
+        except (ValueError, OSError):
+            pass
+    return frozenset(out)
 _STD_FILES = [
     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
     (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
@@ -145,6 +162,10 @@ class LocalAdapter:
         self._detached = False
         self._boot = boot_id()
         self._rooted = False
+        self._default_signals = _ignored_signals()
+        self._following: set[_Follower] = set()  # output files of running attempts
+        self._ticking = False
+        self._garbage: queue.SimpleQueue | None = None  # records to delete, by a thread
 
     def prepare(self, deployment: str) -> None:
         """Make the deployment's state folder before its first attempt is recorded as
@@ -179,7 +200,7 @@ class LocalAdapter:
                 self._environment | request.environment,
                 file_actions=_STD_FILES,
                 setsid=True,
-                setsigdef=_DEFAULT_SIGNALS,
+                setsigdef=self._default_signals,
                 setsigmask=(),
             )
         except OSError as e:
@@ -240,18 +261,19 @@ class LocalAdapter:
     async def _follow(self, pid: int, pidfd: int, folder: str, output: OutputSink, child: bool) -> int | None:
         """Follow a running wrapper to its end: its output into `output`, its exit
         status back (None: it ended without one, killed before it could write it).
-        On cancellation stop its process group (unless detached), then re-raise."""
+        On cancellation stop its process group (unless detached), then re-raise.
+
+        While it runs, one task for all attempts reads what is new in their output
+        files every `POLL` seconds (`_tick`); most attempts end before that, and cost
+        one wait on their pidfd and one read."""
         follower = _Follower(f"{folder}/output", output)
+        self._following.add(follower)
+        if not self._ticking:
+            self._ticking = True
+            trio.lowlevel.spawn_system_task(self._tick)
         try:
             try:
-                interval = POLL_FIRST
-                while True:
-                    with trio.move_on_after(interval) as wait:
-                        await trio.lowlevel.wait_readable(pidfd)
-                    if not wait.cancelled_caught:
-                        break
-                    follower.drain()
-                    interval = min(interval * 1.5, POLL_MAX)
+                await trio.lowlevel.wait_readable(pidfd)
             except trio.Cancelled:
                 with trio.CancelScope(shield=True):
                     if not self._detached:
@@ -260,12 +282,27 @@ class LocalAdapter:
                 raise
             follower.finish()
         finally:
+            self._following.discard(follower)
             os.close(pidfd)
             follower.close()
         if child:
             _, status = os.waitpid(pid, 0)
             return os.waitstatus_to_exitcode(status)
         return parse_exit(read_text(f"{folder}/exit") or "")
+
+    async def _tick(self) -> None:
+        """Read the new output of every running attempt, every `POLL` seconds, while
+        there are any."""
+        try:
+            while self._following:
+                await trio.sleep(POLL)
+                for follower in list(self._following):
+                    try:
+                        follower.drain()
+                    except OSError:
+                        pass  # read again at its end
+        finally:
+            self._ticking = False
 
     async def _stop(self, pgid: int, pidfd: int, child: bool) -> None:
         """TERM the process group, KILL it after the grace period; return when no member
@@ -398,8 +435,41 @@ class LocalAdapter:
     # -- records the log no longer needs -------------------------------------------------
 
     def forget(self, deployment: str, attempts: Sequence[tuple[str, str | None, int]]) -> None:
-        for step, target, attempt in attempts:
-            folder = self._folder(deployment, step, target, attempt)
+        """Delete those attempts' records, in a thread of the adapter's (the event loop
+        does not wait for the file system)."""
+        self._delete([self._folder(deployment, step, target, attempt) for step, target, attempt in attempts])
+
+    def forget_deployment(self, deployment: str) -> None:
+        done = threading.Event()
+        self._delete(done)
+        done.wait()  # the attempts' records first, then the folder they were in
+        shutil.rmtree(f"{self.root}/{_key(deployment)}", ignore_errors=True)
+        self._parents = {k: v for k, v in self._parents.items() if k[0] != deployment}
+        try:
+            os.rmdir(self.root)  # the store's folder, if no other deployment has records in it
+            self._rooted = False
+        except OSError:
+            pass
+
+    def _delete(self, item: list[str] | threading.Event) -> None:
+        if self._garbage is None:
+            self._garbage = queue.SimpleQueue()
+            threading.Thread(target=_deleter, args=(self._garbage,), name="abreast-records", daemon=True).start()
+        self._garbage.put(item)
+
+    def detach(self) -> None:
+        self._detached = True
+
+
+def _deleter(garbage: queue.SimpleQueue) -> None:
+    """The adapter's thread that deletes records: lists of attempt folders; an Event
+    is set once everything queued before it is gone."""
+    while True:
+        item = garbage.get()
+        if isinstance(item, threading.Event):
+            item.set()
+            continue
+        for folder in item:
             for name in ("output", "exit", "started"):
                 try:
                     os.unlink(f"{folder}/{name}")
@@ -409,18 +479,6 @@ class LocalAdapter:
                 os.rmdir(folder)
             except OSError:
                 pass
-
-    def forget_deployment(self, deployment: str) -> None:
-        shutil.rmtree(f"{self.root}/{_key(deployment)}", ignore_errors=True)
-        self._parents = {k: v for k, v in self._parents.items() if k[0] != deployment}
-        try:
-            os.rmdir(self.root)  # the store's folder, if no other deployment has records in it
-            self._rooted = False
-        except OSError:
-            pass
-
-    def detach(self) -> None:
-        self._detached = True
 
 
 class _Follower:

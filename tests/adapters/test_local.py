@@ -153,8 +153,12 @@ async def test_the_attempt_keeps_its_own_record(tmp_path):
     assert (folder / "output").read_text() == "one\ntwo\n"
     assert parse_exit((folder / "exit").read_text()) == 4
     assert oct((tmp_path / "state").stat().st_mode & 0o777) == "0o700"
-    LocalAdapter().forget(req.deployment, [(req.step.name, req.target.name, req.attempt)])
-    assert not folder.exists()
+    adapter = LocalAdapter()
+    adapter.forget(req.deployment, [(req.step.name, req.target.name, req.attempt)])  # by a thread of its own
+    wait_until(lambda: not folder.exists())
+    assert folder.parent.exists()
+    adapter.forget_deployment(req.deployment)
+    assert not (tmp_path / "state").exists()  # nothing left of the store's records
 
 
 async def test_a_stale_record_of_the_same_attempt_is_replaced(tmp_path):
