@@ -242,10 +242,10 @@ class Runtime:
                         raise StoreError(f"cannot keep the attempts' records: {e}") from None
             now, wall = self._now(), self.wall_clock()
             await self._commit(core.begin(now, wall, self.options), claim=None)
+            nursery.start_soon(self._renew_lease)
             self._go.set()
         else:
             await self._resume()
-        nursery.start_soon(self._renew_lease)
         self._launch()
         while not core.done:
             batch = await self._wait()
@@ -450,6 +450,8 @@ class Runtime:
         )
         await self._commit([resumed], claim=previous.token if previous is not None else None)
         core.apply(resumed)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._renew_lease)  # ours from now on, adoption included
         running = core.running_executions()
         if running:
             started_at = {
