@@ -16,7 +16,7 @@ from typing import Annotated, NoReturn
 import msgspec
 import typer
 
-from abreast.common import EXIT_BAD_INPUT, DbOption, app, bad_input, check_id, check_speed, open_db, outcome_exit
+from abreast.common import EXIT_BAD_INPUT, EXIT_CANCELLED, DbOption, app, bad_input, check_id, check_speed, open_db, outcome_exit
 
 
 class LogFormat(str, Enum):
@@ -37,27 +37,28 @@ def new_deployment_id() -> str:
     return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-def adapters_for(plan, dry_run: bool, speed: float, seed: int):  # noqa: ANN001, ANN201
+def adapters_for(plan, dry_run: bool, speed: float, seed: int, store: Path | None = None):  # noqa: ANN001, ANN201
     """The deployment's adapters (adapters/registry.py): each target's `adapter`, or
     dry-run for all with --dry-run; unknown names and bad target fields exit 2 here,
-    before anything runs."""
+    before anything runs. The local adapter keeps its records where `store`'s
+    deployments keep theirs."""
     from adapters.registry import AdapterProblem, Adapters, needed
     from engine.adapter import AdapterSetup
     from simulator.durations import DurationModel
 
     folder = Path(plan.source).parent if plan.source else Path.cwd()
-    setup = AdapterSetup(plan, folder, seed, speed)
+    setup = AdapterSetup(plan, folder, seed, speed, store=store)
     if "dry-run" in needed(plan, dry_run):
         model = DurationModel(plan, seed)
         model.check()  # MissingDuration: the caller reports it as bad input
-        setup = AdapterSetup(plan, folder, seed, speed, model.duration, model.fails)
+        setup = AdapterSetup(plan, folder, seed, speed, model.duration, model.fails, store)
     try:
         return Adapters(plan, setup, dry_run)
     except AdapterProblem as e:
         bad_input(str(e))
 
 
-def _drive(core, store, plan, options: dict, log_format: LogFormat, verbose: bool, quiet: bool, resume_at: float = 0.0) -> str:  # noqa: ANN001
+def _drive(core, store, plan, options: dict, log_format: LogFormat, verbose: bool, quiet: bool, resume_at: float = 0.0, log=()) -> str:  # noqa: ANN001
     import trio
 
     from abreast.observe import LiveView, configure_logging, event_logger, log_level
@@ -65,7 +66,9 @@ def _drive(core, store, plan, options: dict, log_format: LogFormat, verbose: boo
     from simulator.durations import MissingDuration
 
     try:
-        adapter_for = adapters_for(plan, options.get("dry_run", False), options.get("speed", 1.0), options.get("seed", 0))
+        adapter_for = adapters_for(
+            plan, options.get("dry_run", False), options.get("speed", 1.0), options.get("seed", 0), store.path
+        )
     except MissingDuration as e:
         bad_input(f"{plan.source}: {e} (a dry run sleeps each execution's simulated duration)")
     live = LiveView(core) if (sys.stderr.isatty() and not quiet and log_format is LogFormat.console) else None
@@ -80,12 +83,19 @@ def _drive(core, store, plan, options: dict, log_format: LogFormat, verbose: boo
     log_events = event_logger(logger, level)
     last_draw = 0.0
 
+    silent = False
+
     def on_events(events) -> None:  # noqa: ANN001
-        nonlocal last_draw
-        log_events(events)
-        if live is not None and time.monotonic() - last_draw > 0.2:
-            last_draw = time.monotonic()
-            live.update(events)
+        nonlocal last_draw, silent
+        if silent:
+            return
+        try:
+            log_events(events)
+            if live is not None and time.monotonic() - last_draw > 0.2:
+                last_draw = time.monotonic()
+                live.update(events)
+        except OSError:
+            silent = True  # the terminal went away (SIGHUP): the deployment goes on, recorded
 
     workdir = Path(plan.source).parent if plan.source else Path.cwd()
     # Commands run in the scenario's folder (SPEC §2); the orchestrator works there too,
@@ -99,21 +109,34 @@ def _drive(core, store, plan, options: dict, log_format: LogFormat, verbose: boo
     def on_orphans(groups: int) -> None:
         logger().warning(
             "orphans.stopped", deployment=core.deployment, process_groups=groups,
-            note="commands the previous orchestrator left running were stopped before resuming",
+            note="what was left of attempts whose outcome was not recorded was stopped before they run again",
         )
+
+    def on_adopted(how: str, step: str, target: str | None, attempt: int) -> None:
+        if silent or quiet:
+            return
+        level = logger().warning if how == "unknown" else logger().info
+        level("execution.adopted", deployment=core.deployment, step=step, target=target, attempt=attempt, found=how)
 
     # A real run gathers only the completions that are already in when it looks; a dry
     # run models time, and gathers what falls on one instant (1e-9 s) like the simulator.
     runtime = Runtime(
         core, store, adapter_for, workdir, on_events=on_events, resume_at=resume_at, options=options,
         time_scale=scale, gather=INSTANT if options.get("dry_run", False) else 0.0, on_orphans=on_orphans,
+        log=log, on_adopted=on_adopted,
     )
     # The adapters close when the deployment ends, however it ends (ssh: the master
     # connections).
-    if live is None:
-        return _finish(trio.run(adapter_for.closing, runtime.run, True), core, quiet)
-    with live:
-        outcome = trio.run(adapter_for.closing, runtime.run, True)
+    try:
+        if live is None:
+            outcome = trio.run(adapter_for.closing, runtime.run, True)
+        else:
+            with live:
+                outcome = trio.run(adapter_for.closing, runtime.run, True)
+    finally:
+        from abreast import signals
+
+        signals.settle()
     return _finish(outcome, core, quiet)
 
 
@@ -123,8 +146,14 @@ def _finish(outcome: str, core, quiet: bool) -> str:  # noqa: ANN001
         from abreast.render import seconds
 
         at = core.finished_event.at if core.finished_event is not None else None
-        typer.echo(f"deployment {core.deployment} {outcome} after {seconds(at)}", err=True)
+        try:
+            typer.echo(f"deployment {core.deployment} {outcome} after {seconds(at)}", err=True)
+        except OSError:
+            pass  # no terminal any more
     return outcome
+
+
+
 
 
 @app.command(
@@ -147,8 +176,10 @@ def run(
 ) -> None:
     """Run a deployment for real and record it; prints the deployment id.
 
-    Exit 0 succeeded, 1 failed, 2 bad input, 130 cancelled (Ctrl-C or SIGTERM: running
-    executions are killed and the log ends `cancelled`)."""
+    Exit 0 succeeded, 1 failed, 2 bad input or an event store that cannot be written,
+    130 cancelled (Ctrl-C, SIGTERM or SIGHUP: running executions are stopped and the
+    log ends `cancelled`). Killing abreast itself (kill -9) stops no command: `abreast
+    resume ID` adopts them."""
     from engine.core import Core
     from engine.scenario import ScenarioError, load, warnings
 
@@ -169,20 +200,38 @@ def run(
     _drive_and_exit(Core(plan, deployment), store, plan, options, log_format, verbose, quiet)
 
 
-@app.command(epilog="Example:\n\n  abreast resume 20261127-101500-3fa2c1")
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  abreast resume 20261127-101500-3fa2c1\n\n"
+        "  abreast resume release-42 --db handed-over.db --trust-commands"
+    )
+)
 def resume(
     id: Annotated[str, typer.Argument(help="The deployment to continue.")],
     db: DbOption = None,
+    trust_commands: Annotated[
+        bool,
+        typer.Option(
+            "--trust-commands",
+            help="Run the commands of a deployment that did not start from this store (it came in by "
+            "`history import`); they are shown first.",
+        ),
+    ] = False,
     log_format: LogFormatOption = LogFormat.console,
     verbose: VerboseOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Continue a deployment whose orchestrator died, from its event log.
 
-    Executions that started and never finished are recorded `interrupted` and run
-    again (a new attempt); nothing that finished runs again."""
+    Attempts the log shows started but not finished are adopted from the records they
+    kept: one still running is waited for, one that ended meanwhile is recorded as it
+    ended, one that never started runs now. Only an attempt whose outcome cannot be
+    known is recorded `interrupted` and runs again. Nothing that finished runs again.
+    A deployment whose orchestrator is still alive is refused (exit 2, naming it)."""
     from engine.core import Core, IllegalMove
     from engine.events import DeploymentFinished, DeploymentStarted
+    from engine.lease import may_take_over
     from engine.plan import plan_from_builtins
 
     store = open_db(db)
@@ -192,24 +241,61 @@ def resume(
     first, last = events[0], events[-1]
     if isinstance(last, DeploymentFinished):
         bad_input(f"deployment {id!r} already ended {last.outcome}; nothing to resume")
-    assert isinstance(first, DeploymentStarted)
+    owner = store.owner(id)
+    if owner is not None and may_take_over(owner) is None:
+        bad_input(f"deployment {id!r} is being run by {owner.describe()}; it cannot be resumed while that runs")
+    if not isinstance(first, DeploymentStarted):
+        bad_input(f"deployment {id!r}: its log does not begin with deployment.started")
     try:
         plan = plan_from_builtins(first.plan)
         core = Core(plan, id).fold(events)
     except (msgspec.ValidationError, IllegalMove) as e:
         bad_input(f"deployment {id!r}: its log cannot be folded: {e}")
-    _drive_and_exit(core, store, plan, dict(first.options), log_format, verbose, quiet, resume_at=last.at + _wall_gap(last.wall))
+    options = dict(first.options)
+    if owner is None:
+        _check_trust(id, store, plan, options, trust_commands)
+    _drive_and_exit(
+        core, store, plan, options, log_format, verbose, quiet, resume_at=last.at + _wall_gap(last.wall), log=events
+    )
 
 
-def _drive_and_exit(core, store, plan, options: dict, log_format: LogFormat, verbose: bool, quiet: bool, resume_at: float = 0.0) -> NoReturn:  # noqa: ANN001
-    """Run the deployment to its end, close the store, exit with the outcome's code."""
-    from engine.store import StoreError
+def _check_trust(id: str, store, plan, options: dict, trust: bool) -> None:  # noqa: ANN001
+    """A deployment with no owner lease in this store never ran from it: it came in by
+    `history import` (or from an abreast before leases), so its commands are whatever
+    the file someone handed over says. Show them; run them only with --trust-commands."""
+    if options.get("dry_run", False):
+        return  # a rehearsal runs no command
+    commands = [(s.name, s.run) for s in plan.steps if s.run is not None]
+    if not commands:
+        return
+    lines = [f"deployment {id!r} did not start from {store.path} (it came in by `history import`); resuming it runs:"]
+    lines += [f"  {name}: {command}" for name, command in commands]
+    if not trust:
+        typer.echo("\n".join(lines), err=True)
+        bad_input(f"deployment {id!r}: refusing to run commands from an imported history; check them, then resume with --trust-commands")
+    typer.echo("\n".join(lines), err=True)
+
+
+def _drive_and_exit(core, store, plan, options: dict, log_format: LogFormat, verbose: bool, quiet: bool, resume_at: float = 0.0, log=()) -> NoReturn:  # noqa: ANN001
+    """Run the deployment to its end, close the store, exit with the outcome's code.
+
+    A store that fails on the way (disk full, a read-only or replaced file, another
+    orchestrator took the deployment over) is one line and exit 2; the commands that
+    had started keep running under their records, for `resume` to adopt."""
+    from engine.runtime import CancelledBeforeStart
+    from engine.store import LeaseHeld, StoreError
 
     try:
-        outcome = _drive(core, store, plan, options, log_format, verbose, quiet, resume_at=resume_at)
+        outcome = _drive(core, store, plan, options, log_format, verbose, quiet, resume_at=resume_at, log=log)
+    except CancelledBeforeStart as e:
+        typer.echo(f"abreast: {e}", err=True)
+        raise typer.Exit(EXIT_CANCELLED) from None
     except StoreError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
+        hint = ""
+        if core.started and not core.done and not isinstance(e, LeaseHeld):
+            hint = f" (commands already started keep running; `abreast resume {core.deployment}` adopts them)"
+        typer.echo(f"error: {e}{hint}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     finally:
         store.close()
     raise typer.Exit(outcome_exit(outcome))

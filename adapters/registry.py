@@ -42,9 +42,9 @@ class AdapterProblem(Exception):
 
 
 def local(setup: AdapterSetup) -> Adapter:
-    from adapters.local import LocalAdapter
+    from adapters.local import LocalAdapter, state_root_for
 
-    return LocalAdapter()
+    return LocalAdapter(state_root_for(setup.store))
 
 
 def dry_run(setup: AdapterSetup) -> Adapter:

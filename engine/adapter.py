@@ -7,7 +7,9 @@ shell, dry-run and ssh adapters; others are plug-ins, found by adapters/registry
 
 Cancelling is trio's: the runtime runs `Adapter.run` inside a cancel scope (for a
 timeout or a cancelled deployment) and the adapter, on `trio.Cancelled`, must stop the
-work it started (a local process group is killed) before letting the exception go.
+work it started (a local process group: TERM, then KILL after the grace, until the
+group is empty) before letting the exception go: an attempt has ended only when
+nothing of it runs any more.
 """
 
 from __future__ import annotations
@@ -57,6 +59,24 @@ class AttemptResult(msgspec.Struct, frozen=True):
 
 OutputSink = Callable[[str], None]  # one line of output, without its newline
 
+# The runtime keeps at most this many characters of a line (and says it cut it); an
+# adapter need not hold more of a line than 4 bytes per character of that (UTF-8).
+MAX_LINE_CHARS = 4000
+
+
+class NotStarted:
+    """`adopt`'s answer when the attempt's record proves its command never ran (the
+    orchestrator died between recording `execution.started` and starting it): the
+    runtime runs it now, as that same attempt."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_STARTED"
+
+
+NOT_STARTED = NotStarted()
+
 
 class Adapter(Protocol):
     name: str
@@ -65,19 +85,47 @@ class Adapter(Protocol):
         """Run one attempt to its end; on cancellation stop it, then re-raise."""
         ...
 
-    # Optional: `async def adopt(self, request: ExecutionRequest, output: OutputSink) ->
-    # AttemptResult | None`. On resume, for an attempt the log shows started but not
-    # finished: read the attempt's record on its target (adapters/record.py). No record
-    # (its fate cannot be known): return None, and the runtime records it `interrupted`
-    # and runs it again. Finished: return how it ended, with `ended_after`, and feed its
-    # output. Still running: wait for it exactly as `run` would (output flows, and on
-    # cancellation stop its process group, then re-raise). Never starts anything.
+    # Optional: `async def adopt(self, request: ExecutionRequest, output: OutputSink,
+    # running: Callable[[], None] | None = None) -> AttemptResult | NotStarted | None`.
+    # On resume, for an attempt the log shows started but not finished: read the
+    # attempt's record on its target (adapters/record.py).
+    # - Finished while nobody watched: feed its output and return how it ended, with
+    #   `ended_after` (seconds from its start to its end, by the target's record).
+    # - Still running: call `running()` (if given) as soon as that is known, then wait
+    #   for it exactly as `run` would (output flows; on cancellation stop its process
+    #   group, then re-raise). The runtime holds its first decision pass until every
+    #   adoption has either returned or called `running`, so that what ended while
+    #   nobody watched is recorded at the time it ended, before anything new starts.
+    # - Never ran (no record, or a record without `started` and no wrapper alive):
+    #   return `NOT_STARTED`; the runtime then runs it with `run`, as the same attempt.
+    # - Unknowable (the wrapper is gone without an exit status, the host rebooted):
+    #   return None; the runtime calls `stop_orphans` for it, records it
+    #   `interrupted`, and runs it again as a new attempt.
+    # Adopt never starts the command itself.
     #
     # Optional: `async def stop_orphans(self, deployment: str, attempts: set[tuple[str,
-    # str | None, int]]) -> int`. On resume, before anything runs again, the runtime asks
-    # each adapter that has it to stop the work a dead orchestrator left running for
-    # those attempts (step, target, attempt) of that deployment (the local adapter:
-    # process groups), and to say how many it stopped, so that no execution runs twice.
+    # str | None, int]]) -> int`. Stop what may still run of those attempts (step, target,
+    # attempt) of `deployment` whose fate is unknowable (the local adapter: the process
+    # group its record names, if any member still runs), and say how many groups it
+    # stopped, so that no execution runs twice at once. An adapter without `adopt` is
+    # asked this for every unfinished attempt on resume (which are then all
+    # `interrupted`).
+    #
+    # Optional: `def prepare(self, deployment: str) -> None`: called before a new
+    # deployment's first event, so that the adapter can tell, later, "this attempt's
+    # record was never made" (it never started) from "this deployment's records are
+    # gone" (unknowable). An OSError means the adapter cannot keep records: nothing is
+    # written and the run stops.
+    #
+    # Optional: `def forget(self, deployment: str, attempts: Sequence[tuple[str, str |
+    # None, int]]) -> None` and `def forget_deployment(self, deployment: str) -> None`:
+    # the log now holds how those attempts (that whole deployment) ended, so their
+    # records may go. Called from a worker thread, after the commit.
+    #
+    # Optional: `def detach(self) -> None`: the orchestrator stops supervising without
+    # ending the deployment (its store failed, or another orchestrator took over its
+    # lease). Attempts cancelled after this are left running, their records intact,
+    # for the next owner to adopt.
     #
     # Optional: `def check(self, target: Target, folder: Path) -> list[tuple[str, str]]`.
     # Before anything runs: what is wrong with a target this adapter serves, as (field,
@@ -104,6 +152,9 @@ class AdapterSetup:
     # dry-run adapter is in use.
     duration: Callable[[Step, str | None, int], float] | None = None
     fails: Callable[[Step, str | None, int], bool] | None = None
+    # The event store's file: adapters that keep attempt records on this machine (local)
+    # keep them per store (None: the default store).
+    store: Path | None = None
 
 
 AdapterFor = Callable[[Target | None], Adapter]

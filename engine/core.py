@@ -62,6 +62,7 @@ from engine.events import (
     AnyEvent,
     DeploymentOutcome,
     DeploymentFinished,
+    DeploymentResumed,
     DeploymentStarted,
     Event,
     ExecutionFinished,
@@ -370,6 +371,8 @@ class Core:
                 self.finished_event = event
                 self.done = True
                 self.outcome = outcome
+            case DeploymentResumed():
+                pass  # who runs the deployment, not what it does
             case _:
                 raise IllegalMove(f"unknown event {event!r}")
 

@@ -66,6 +66,18 @@ class DeploymentFinished(Event, frozen=True, kw_only=True, tag="deployment.finis
     outcome: DeploymentOutcome
 
 
+class DeploymentResumed(Event, frozen=True, kw_only=True, tag="deployment.resumed"):
+    """`resume` took the deployment over (its owner lease, engine/lease.py). Not a
+    scheduling event: the core folds it as a no-op and reports skip it. Its `at` is the
+    log's last `at` before the takeover (attempts that ended while no orchestrator
+    watched are recorded after it at the times they really ended); `wall` is now."""
+
+    host: str = ""
+    pid: int = 0
+    previous: str | None = None  # the owner it took over from (None: the log had none)
+    reason: str = ""  # why the previous owner's lease could be taken: gone, stale, none
+
+
 AnyEvent = (
     DeploymentStarted
     | StepStarted
@@ -74,6 +86,7 @@ AnyEvent = (
     | ExecutionFinished
     | StepFinished
     | DeploymentFinished
+    | DeploymentResumed
 )
 
 class ExecutionOutput(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="execution.output"):

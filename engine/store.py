@@ -9,9 +9,17 @@ suite (tests/engine/test_store.py): `MemoryStore` for tests and simulations, and
   append is all or nothing.
 - `deployments` is a projection kept in the same transaction as the events it follows:
   scenario, status (running, succeeded, failed, cancelled), started, finished.
-- Captured output lines live in their own table, capped per execution by the runtime.
+- Captured output lines live in their own table, capped per execution by the runtime;
+  `append(events, output=...)` writes both in one transaction (an attempt's output and
+  its `execution.finished` are stored together or not at all).
+- The owner lease (engine/lease.py): `claim` takes it in the same transaction as the
+  first events of `run`/`resume`, `renew` keeps its heartbeat; `owner` reads it. A
+  deployment with no owner row never ran from this store (it came in by `history
+  import`).
 - Persist first, act second: the runtime appends a batch and only then starts the
   executions it names.
+- Every write first checks that the file at the store's path is still the one it
+  opened: a store deleted or replaced under a running deployment stops it.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ if TYPE_CHECKING:
     import sqlite_utils
 
 from engine.events import AnyEvent, DeploymentFinished, DeploymentStarted, Event, decode, encode
+from engine.lease import Owner
 
 DEFAULT_DB = Path(".abreast") / "abreast.db"
 
@@ -110,6 +119,20 @@ def _explain(e: sqlite3.Error) -> str:
     return text
 
 
+class LeaseHeld(StoreError):
+    """Another orchestrator holds the deployment's lease (and may not be taken over)."""
+
+    def __init__(self, deployment: str, owner: Owner | None):
+        self.deployment = deployment
+        self.owner = owner
+        who = owner.describe() if owner is not None else "another orchestrator"
+        super().__init__(f"deployment {deployment!r} is being run by {who}")
+
+
+class LeaseLost(StoreError):
+    """This orchestrator's lease was taken over (it looked dead or stale)."""
+
+
 class DeploymentSummary(msgspec.Struct, frozen=True):
     id: str
     scenario: str | None
@@ -143,6 +166,17 @@ class EventStore(Protocol):
     def exists(self, deployment: str) -> bool: ...
 
     def add_output(self, lines: Sequence[OutputLine]) -> None: ...
+
+    def owner(self, deployment: str) -> Owner | None:
+        """The deployment's lease holder (or last holder); None: it never ran here."""
+
+    def claim(self, owner: Owner, events: Sequence[Event], expect: str | None = None) -> None:
+        """Take the lease of `events`' deployment for `owner` and append `events`, in one
+        transaction. `expect` is the token of the owner the caller decided to take over
+        (None: no owner): if the lease names anyone else by now, `LeaseHeld`."""
+
+    def renew(self, deployment: str, owner: Owner, heartbeat: float) -> None:
+        """Renew `owner`'s heartbeat; `LeaseLost` if the lease is someone else's now."""
 
     def output(self, deployment: str, step: str | None = None, target: str | None = None) -> list[OutputLine]: ...
 
@@ -193,8 +227,9 @@ class MemoryStore:
         self._summaries: dict[str, dict] = {}
         self._order: list[str] = []
         self._output: list[OutputLine] = []
+        self._owners: dict[str, Owner] = {}
 
-    def append(self, events: Sequence[Event]) -> None:
+    def append(self, events: Sequence[Event], output: Sequence[OutputLine] = ()) -> None:
         last = {d: len(evs) for d, evs in self._events.items()}
         _check_batch(events, last)
         summaries = {k: dict(v) for k, v in self._summaries.items()}
@@ -206,6 +241,24 @@ class MemoryStore:
                 self._order.append(ev.deployment)
             self._events[ev.deployment].append(ev)  # type: ignore[arg-type]
         self._summaries = summaries
+        self._output.extend(output)
+
+    def owner(self, deployment: str) -> Owner | None:
+        return self._owners.get(deployment)
+
+    def claim(self, owner: Owner, events: Sequence[Event], expect: str | None = None) -> None:
+        d = events[0].deployment
+        current = self._owners.get(d)
+        if (current.token if current is not None else None) not in (expect, owner.token):
+            raise LeaseHeld(d, current)
+        self.append(events)
+        self._owners[d] = owner
+
+    def renew(self, deployment: str, owner: Owner, heartbeat: float) -> None:
+        current = self._owners.get(deployment)
+        if current is None or current.token != owner.token:
+            raise LeaseLost(_lost(deployment, current))
+        self._owners[deployment] = msgspec.structs.replace(current, heartbeat=heartbeat)
 
     def read(self, deployment: str, after: int = 0) -> list[AnyEvent]:
         return list(self._events.get(deployment, [])[after:])
@@ -274,6 +327,18 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX output_by_execution ON output (deployment, step, target, attempt, n);
     """,
+    # 3: the owner lease of each deployment run from this store (engine/lease.py)
+    """
+    CREATE TABLE owners (
+        deployment TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        starttime TEXT NOT NULL,
+        boot_id TEXT NOT NULL,
+        heartbeat REAL NOT NULL,
+        token TEXT NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -326,6 +391,16 @@ class SqliteStore:
             if "malformed" in str(e):
                 raise StoreError(f"{self.path}: cannot use the event store: {_explain(e)}") from None
             raise StoreError(f"{self.path}: not an abreast event store: {e}") from None
+        self._where = Path(os.path.abspath(self.path))  # the same file after a chdir
+        self._identity = _identity(self._where)
+
+    def check_file(self) -> None:
+        """The file at our path must still be the one we opened: one deleted or replaced
+        under a running deployment would silently take its history with it."""
+        now = _identity(self._where)
+        if now != self._identity:
+            what = "deleted" if now is None else "replaced by another file"
+            raise StoreError(f"{self.path}: the event store was {what} while abreast was writing to it")
 
     def _connect(self) -> sqlite3.Connection:
         """The store file and its folder are made readable by their owner only: a log
@@ -402,40 +477,25 @@ class SqliteStore:
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {version + 1}")
 
-    @_store_errors("append events")
-    def append(self, events: Sequence[Event]) -> None:
-        if not events:
-            return
-        summaries: dict[str, dict] = {}
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on the file we opened; SQLite's errors (disk full, I/O
+        error, a read-only file) become a `StoreError` that says what failed."""
         try:
+            self.check_file()
             with self._transaction() as conn:
-                # A writer remembers where its streams stood; if another writer has moved
-                # one since, the primary key refuses our rows and nothing is written.
-                for d in {ev.deployment for ev in events}:
-                    row = self._known.get(d)
-                    if row is None:
-                        found = conn.execute(self._SUMMARY + " WHERE id = ?", (d,)).fetchone()
-                        row = dict(zip(("id", "scenario", "status", "started", "finished", "events"), found, strict=True)) if found else None
-                    if row is not None:
-                        summaries[d] = dict(row)
-                _check_batch(events, {d: row["events"] for d, row in summaries.items()})
-                for ev in events:
-                    _project(summaries, ev)
-                conn.executemany(
-                    "INSERT INTO events (deployment, seq, type, at, wall, body) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(ev.deployment, ev.seq, ev.__struct_config__.tag, ev.at, ev.wall, encode(ev).decode()) for ev in events],
-                )
-                # The projection row changes only when a deployment starts or ends; the
-                # event count is read from the events themselves (their primary key).
-                changed = {ev.deployment for ev in events if type(ev) is DeploymentStarted or type(ev) is DeploymentFinished}
-                if changed:
-                    conn.executemany(
-                        "INSERT INTO deployments (id, scenario, status, started, finished, events, created) "
-                        "VALUES (:id, :scenario, :status, :started, :finished, :events, "
-                        "(SELECT COALESCE(MAX(created), 0) + 1 FROM deployments)) "
-                        "ON CONFLICT (id) DO UPDATE SET status = :status, finished = :finished, events = :events",
-                        [summaries[d] for d in changed],
-                    )
+                yield conn
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot write to the event store: {_explain(e)}") from None
+
+    def append(self, events: Sequence[Event], output: Sequence[OutputLine] = ()) -> None:
+        if not events and not output:
+            return
+        try:
+            with self._writing() as conn:
+                summaries = self._write(conn, events, output)
             self._known.update(summaries)
         except sqlite3.IntegrityError:
             self._known.clear()
@@ -446,6 +506,88 @@ class SqliteStore:
         except BaseException:
             self._known.clear()
             raise
+
+    def _write(self, conn: sqlite3.Connection, events: Sequence[Event], output: Sequence[OutputLine]) -> dict[str, dict]:
+        """Append events and output lines inside the caller's transaction; returns the
+        projection rows of the streams written (for `_known`, once committed)."""
+        summaries: dict[str, dict] = {}
+        if events:
+            # A writer remembers where its streams stood; if another writer has moved
+            # one since, the primary key refuses our rows and nothing is written.
+            for d in {ev.deployment for ev in events}:
+                row = self._known.get(d)
+                if row is None:
+                    found = conn.execute(self._SUMMARY + " WHERE id = ?", (d,)).fetchone()
+                    row = dict(zip(("id", "scenario", "status", "started", "finished", "events"), found, strict=True)) if found else None
+                if row is not None:
+                    summaries[d] = dict(row)
+            _check_batch(events, {d: row["events"] for d, row in summaries.items()})
+            for ev in events:
+                _project(summaries, ev)
+            conn.executemany(
+                "INSERT INTO events (deployment, seq, type, at, wall, body) VALUES (?, ?, ?, ?, ?, ?)",
+                [(ev.deployment, ev.seq, ev.__struct_config__.tag, ev.at, ev.wall, encode(ev).decode()) for ev in events],
+            )
+            # The projection row changes only when a deployment starts or ends; the
+            # event count is read from the events themselves (their primary key).
+            changed = {ev.deployment for ev in events if type(ev) is DeploymentStarted or type(ev) is DeploymentFinished}
+            if changed:
+                conn.executemany(
+                    "INSERT INTO deployments (id, scenario, status, started, finished, events, created) "
+                    "VALUES (:id, :scenario, :status, :started, :finished, :events, "
+                    "(SELECT COALESCE(MAX(created), 0) + 1 FROM deployments)) "
+                    "ON CONFLICT (id) DO UPDATE SET status = :status, finished = :finished, events = :events",
+                    [summaries[d] for d in changed],
+                )
+        if output:
+            conn.executemany(
+                "INSERT INTO output (deployment, step, target, attempt, n, line) VALUES (?, ?, ?, ?, ?, ?)",
+                [(o.deployment, o.step, o.target, o.attempt, o.n, o.line) for o in output],
+            )
+        return summaries
+
+    # -- the owner lease (engine/lease.py) ---------------------------------------------
+
+    _OWNER = "SELECT host, pid, starttime, boot_id, heartbeat, token FROM owners WHERE deployment = ?"
+
+    def owner(self, deployment: str) -> Owner | None:
+        row = self.conn.execute(self._OWNER, (deployment,)).fetchone()
+        return Owner(*row) if row else None
+
+    def claim(self, owner: Owner, events: Sequence[Event], expect: str | None = None) -> None:
+        d = events[0].deployment
+        try:
+            with self._writing() as conn:
+                row = conn.execute(self._OWNER, (d,)).fetchone()
+                current = Owner(*row) if row else None
+                if (current.token if current is not None else None) not in (expect, owner.token):
+                    raise LeaseHeld(d, current)
+                conn.execute(
+                    "INSERT INTO owners (deployment, host, pid, starttime, boot_id, heartbeat, token) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (deployment) DO UPDATE SET host = excluded.host, "
+                    "pid = excluded.pid, starttime = excluded.starttime, boot_id = excluded.boot_id, "
+                    "heartbeat = excluded.heartbeat, token = excluded.token",
+                    (d, owner.host, owner.pid, owner.starttime, owner.boot_id, owner.heartbeat, owner.token),
+                )
+                summaries = self._write(conn, events, ())
+            self._known.update(summaries)
+        except sqlite3.IntegrityError:
+            self._known.clear()
+            raise ConcurrencyError(
+                f"deployment {d!r}: seq {events[0].seq} is already recorded (is another orchestrator writing this deployment?)"
+            ) from None
+        except BaseException:
+            self._known.clear()
+            raise
+
+    def renew(self, deployment: str, owner: Owner, heartbeat: float) -> None:
+        with self._writing() as conn:
+            changed = conn.execute(
+                "UPDATE owners SET heartbeat = ? WHERE deployment = ? AND token = ?", (heartbeat, deployment, owner.token)
+            ).rowcount
+            if not changed:
+                row = conn.execute(self._OWNER, (deployment,)).fetchone()
+                raise LeaseLost(_lost(deployment, Owner(*row) if row else None))
 
     @_store_errors("read events")
     def read(self, deployment: str, after: int = 0) -> list[AnyEvent]:
@@ -474,13 +616,7 @@ class SqliteStore:
 
     @_store_errors("store output")
     def add_output(self, lines: Sequence[OutputLine]) -> None:
-        if not lines:
-            return
-        with self._transaction() as conn:
-            conn.executemany(
-                "INSERT INTO output (deployment, step, target, attempt, n, line) VALUES (?, ?, ?, ?, ?, ?)",
-                [(o.deployment, o.step, o.target, o.attempt, o.n, o.line) for o in lines],
-            )
+        self.append((), lines)
 
     @_store_errors("read output")
     def output(self, deployment: str, step: str | None = None, target: str | None = None) -> list[OutputLine]:
@@ -497,6 +633,19 @@ class SqliteStore:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _lost(deployment: str, current: Owner | None) -> str:
+    who = current.describe() if current is not None else "nobody"
+    return f"deployment {deployment!r}: this orchestrator's lease was taken over (it is now held by {who})"
 
 
 def open_store(path: str | Path | None, write: bool = True) -> SqliteStore:

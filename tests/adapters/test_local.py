@@ -1,16 +1,22 @@
-"""The local adapter with real processes: environment, folder, exit codes, output, and
-killing the whole process group on a timeout or a cancel."""
+"""The local adapter with real processes: environment, folder, exit codes, output,
+default signal dispositions, killing the whole process group on a timeout or a cancel
+(and waiting until it is gone), the attempt's own record, and adopting attempts that a
+dead orchestrator left behind."""
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
+import pytest
 import trio
 
 from adapters.local import LocalAdapter
-from engine.adapter import ExecutionRequest
+from adapters.record import attempt_path, parse_exit, parse_started
+from engine.adapter import NOT_STARTED, AttemptResult, ExecutionRequest
+from engine.lease import boot_id, proc_starttime
 from engine.plan import Step, Target
 from tests.helpers import alive
 
@@ -23,6 +29,23 @@ def request(tmp_path: Path, run: str | None, target: str | None = "web-01", atte
         attempt=attempt,
         workdir=tmp_path,
     )
+
+
+@pytest.fixture(autouse=True)
+def _state(tmp_path, monkeypatch):
+    # Every adapter made without a state root in these tests keeps its records here.
+    monkeypatch.setattr("adapters.local.default_state_root", lambda: tmp_path / "state")
+
+
+def folder_of(tmp_path: Path, req: ExecutionRequest) -> Path:
+    return tmp_path / "state" / attempt_path(req.deployment, req.step.name, req.target.name if req.target else None, req.attempt)
+
+
+def wait_until(predicate, timeout: float = 10.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
 
 
 async def test_the_command_sees_the_four_variables_and_runs_in_the_scenario_folder(tmp_path):
@@ -89,24 +112,209 @@ async def test_a_command_that_ignores_term_is_killed_after_the_grace_period(tmp_
     assert not alive(pid)
 
 
-async def test_stop_orphans_stops_the_process_groups_of_the_given_attempts_only(tmp_path):
-    import subprocess
 
-    def shell(deployment: str, target: str) -> subprocess.Popen:
-        env = dict(os.environ, ABREAST_DEPLOYMENT=deployment, ABREAST_STEP="deploy", ABREAST_TARGET=target, ABREAST_ATTEMPT="1")
-        return subprocess.Popen(["/bin/sh", "-c", "sleep 60 & wait"], env=env, start_new_session=True)
 
-    mine = shell("d1", "web-01")
-    same_id_other_attempt = shell("d1", "web-02")  # e.g. the same id in another project's log
-    other = shell("d2", "web-01")
+async def test_when_a_cancel_returns_nothing_of_the_group_runs_any_more(tmp_path):
+    # The command traps TERM and takes a while to stop: the attempt has ended only
+    # when its process group is gone (a retry must never overlap it).
+    req = request(tmp_path, "trap 'sleep 1; echo stopped > stopped; exit 3' TERM; echo $$ > pid; while :; do sleep 0.05; done")
+    lines: list[str] = []
+    with trio.move_on_after(0.5):
+        await LocalAdapter(grace=5).run(req, lines.append)
+    assert (tmp_path / "stopped").read_text() == "stopped\n"
+    assert not alive(int((tmp_path / "pid").read_text()))
+    assert parse_exit((folder_of(tmp_path, req) / "exit").read_text()) == 3  # the wrapper outlived TERM to record it
+
+
+async def test_commands_start_with_default_signal_dispositions(tmp_path):
+    # The orchestrator (Python) ignores SIGPIPE; a command must not inherit that, or
+    # `yes` would print "Broken pipe" and a shell loop writing to a closed pipe would
+    # never end.
+    for command in ("yes | head -n1", "while :; do echo y; done | head -n1", "grep -E '^SigIgn' /proc/self/status"):
+        lines: list[str] = []
+        with trio.fail_after(20):
+            result = await LocalAdapter().run(request(tmp_path, command), lines.append)
+        assert result.outcome == "succeeded", (command, lines)
+        if command.startswith("grep"):
+            ignored = int(lines[0].split()[1], 16)
+            assert not ignored & (1 << (signal.SIGPIPE - 1)) and not ignored & (1 << (signal.SIGXFSZ - 1))
+        else:
+            assert lines == ["y"], command
+
+
+async def test_the_attempt_keeps_its_own_record(tmp_path):
+    req = request(tmp_path, "echo one; echo two >&2; exit 4", target="a/b ..", attempt=2)
+    result = await LocalAdapter().run(req, lambda line: None)
+    assert (result.outcome, result.exit_code) == ("failed", 4)
+    folder = folder_of(tmp_path, req)
+    assert folder.parent.name == "a%2Fb .."  # any name is a safe folder name
+    started = parse_started((folder / "started").read_text())
+    assert started is not None and started.boot_id == boot_id() and started.starttime.isdigit()
+    assert (folder / "output").read_text() == "one\ntwo\n"
+    assert parse_exit((folder / "exit").read_text()) == 4
+    assert oct((tmp_path / "state").stat().st_mode & 0o777) == "0o700"
+    adapter = LocalAdapter()
+    adapter.forget(req.deployment, [(req.step.name, req.target.name, req.attempt)])  # by a thread of its own
+    wait_until(lambda: not folder.exists())
+    assert folder.parent.exists()
+    adapter.forget_deployment(req.deployment)
+    assert not (tmp_path / "state").exists()  # nothing left of the store's records
+
+
+async def test_a_stale_record_of_the_same_attempt_is_replaced(tmp_path):
+    req = request(tmp_path, "echo fresh")
+    folder = folder_of(tmp_path, req)
+    folder.mkdir(parents=True)
+    (folder / "exit").write_text("9\n")
+    (folder / "output").write_text("stale\n")
+    lines: list[str] = []
+    assert (await LocalAdapter().run(req, lines.append)).outcome == "succeeded"
+    assert lines == ["fresh"] and (folder / "output").read_text() == "fresh\n"
+
+
+async def test_an_unwritable_record_fails_the_attempt_and_runs_nothing(tmp_path):
+    req = request(tmp_path, "touch ran")
+    folder = folder_of(tmp_path, req)
+    adapter = LocalAdapter()
+    real_prepare = adapter._prepare
+
+    def unwritable(r):  # noqa: ANN001, ANN202 - `started` cannot be written (even by root)
+        made = real_prepare(r)
+        os.mkdir(f"{made}/started")
+        return made
+
+    adapter._prepare = unwritable  # type: ignore[method-assign]
+    result = await adapter.run(req, lambda line: None)
+    assert folder.exists()
+    assert (result.outcome, result.exit_code) == ("failed", 125)
+    assert "cannot write the attempt record" in result.error and not (tmp_path / "ran").exists()
+
+
+async def test_a_long_line_is_cut_without_being_held_whole(tmp_path):
+    # 20 MB on one line (the 100 MB case is in test_runtime_real.py): the adapter keeps
+    # a bounded prefix, and the next line comes through whole.
+    lines: list[str] = []
+    result = await LocalAdapter().run(request(tmp_path, "head -c 20000000 /dev/zero | tr '\\0' x; echo; echo after"), lines.append)
+    assert result.outcome == "succeeded"
+    assert len(lines) == 2 and lines[1] == "after"
+    assert 4000 < len(lines[0]) <= 16004 and set(lines[0]) == {"x"}
+
+
+# -- adopting what a dead orchestrator left -------------------------------------------
+
+
+async def abandon(adapter: LocalAdapter, req: ExecutionRequest, after: float = 0.3) -> None:
+    """Start an attempt and walk away from it as a killed orchestrator would."""
+    adapter.detach()
+    with trio.move_on_after(after):
+        await adapter.run(req, lambda line: None)
+
+
+async def test_an_attempt_that_ended_while_nobody_watched_is_adopted_as_it_ended(tmp_path):
+    req = request(tmp_path, "echo working; sleep 0.6; echo done; exit 3")
+    await abandon(LocalAdapter(), req)
+    folder = folder_of(tmp_path, req)
+    wait_until(lambda: (folder / "exit").exists())
+    lines: list[str] = []
+    called: list[bool] = []
+    found = await LocalAdapter().adopt(req, lines.append, running=lambda: called.append(True))
+    assert isinstance(found, AttemptResult)
+    assert (found.outcome, found.exit_code, found.error) == ("failed", 3, "exit status 3")
+    assert lines == ["working", "done"] and not called
+    assert 0.5 <= found.ended_after < 5  # by the record's own clock
+
+
+async def test_an_attempt_still_running_is_followed_to_its_end(tmp_path):
+    req = request(tmp_path, "echo early; while [ ! -e go ]; do sleep 0.05; done; echo late")
+    await abandon(LocalAdapter(), req)
+    lines: list[str] = []
+    called: list[bool] = []
+
+    async def release() -> None:
+        await trio.sleep(0.5)
+        assert lines == ["early"]  # output flows while it runs
+        (tmp_path / "go").touch()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(release)
+        found = await LocalAdapter().adopt(req, lines.append, running=lambda: called.append(True))
+    assert isinstance(found, AttemptResult) and (found.outcome, found.ended_after) == ("succeeded", None)
+    assert lines == ["early", "late"] and called == [True]
+
+
+async def test_cancelling_an_adopted_attempt_stops_its_group(tmp_path):
+    req = request(tmp_path, "echo $$ > pid; sleep 60 & wait")
+    await abandon(LocalAdapter(), req)
+    pid = int((tmp_path / "pid").read_text())
+    with trio.move_on_after(0.3):
+        await LocalAdapter(grace=2).adopt(req, lambda line: None)
+    assert not alive(pid)
+    assert parse_exit((folder_of(tmp_path, req) / "exit").read_text()) == 128 + signal.SIGTERM
+
+
+async def test_an_attempt_without_a_record_never_ran_unless_the_records_were_lost(tmp_path):
+    req = request(tmp_path, "touch ran")
+    adapter = LocalAdapter()
+    # No folder for the deployment (made before its first event): its records are gone.
+    assert await adapter.adopt(req, lambda line: None) is None
+    adapter.prepare(req.deployment)
+    assert await adapter.adopt(req, lambda line: None) is NOT_STARTED
+    folder_of(tmp_path, req).mkdir(parents=True)  # made, then the orchestrator died before spawning
+    assert await adapter.adopt(req, lambda line: None) is NOT_STARTED
+    assert not (tmp_path / "ran").exists()
+
+
+async def test_the_orchestrator_writes_started_for_the_wrapper_and_the_wrapper_keeps_it(tmp_path):
+    # Whoever is first writes the same line; the wrapper reads /proc only if it must.
+    req = request(tmp_path, "sleep 0.2")
+    await LocalAdapter().run(req, lambda line: None)
+    started = parse_started((folder_of(tmp_path, req) / "started").read_text())
+    assert started is not None and started.starttime.isdigit() and started.boot_id == boot_id()
+
+
+async def test_a_record_without_an_exit_status_whose_wrapper_is_gone_is_unknowable(tmp_path):
+    # The wrapper itself was killed (not its group): the command runs on, even after
+    # replacing its environment, which once hid it from the orphan search. Adopt cannot
+    # know how it ends; stop_orphans finds it by the record and stops it.
+    req = request(tmp_path, "exec env -i /bin/sh -c 'echo $$ > pid; sleep 60'")
+    adapter = LocalAdapter(grace=2)
+    await abandon(adapter, req)
+    wait_until(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text().strip())
+    command = int((tmp_path / "pid").read_text())
+    started = parse_started((folder_of(tmp_path, req) / "started").read_text())
+    os.kill(started.pid, signal.SIGKILL)
+    wait_until(lambda: proc_starttime(started.pid) is None)
+    assert alive(command)
+    assert await adapter.adopt(req, lambda line: None) is None
+    assert await adapter.stop_orphans(req.deployment, {(req.step.name, req.target.name, req.attempt)}) == 1
+    assert not alive(command)
+    assert await adapter.stop_orphans(req.deployment, {(req.step.name, req.target.name, req.attempt)}) == 0
+
+
+async def test_stop_orphans_leaves_other_attempts_alone(tmp_path):
+    mine, other = request(tmp_path, "sleep 60", attempt=1), request(tmp_path, "echo $$ > other; sleep 60", target="web-02")
+    adapter = LocalAdapter(grace=2)
+    await abandon(adapter, mine)
+    await abandon(adapter, other)
     try:
-        await trio.sleep(0.2)  # the sleeps have started, in the shells' groups
-        adapter = LocalAdapter(grace=2.0)
-        assert await adapter.stop_orphans("d1", {("deploy", "web-01", 1)}) == 1
-        assert mine.wait(timeout=5) is not None  # TERM ended the shell (and its group)
-        assert same_id_other_attempt.poll() is None and other.poll() is None
-        assert await adapter.stop_orphans("d1", {("deploy", "web-01", 2)}) == 0
+        assert await adapter.stop_orphans("d-42", {("deploy web", "web-01", 1)}) == 1
+        assert alive(int((tmp_path / "other").read_text()))
     finally:
-        for proc in (same_id_other_attempt, other):
-            os.killpg(proc.pid, 9)
-            proc.wait()
+        started = parse_started((folder_of(tmp_path, other) / "started").read_text())
+        os.killpg(started.pid, signal.SIGKILL)
+
+
+def test_each_store_has_a_state_folder_of_its_own_in_memory_by_default(tmp_path, monkeypatch):
+    from adapters.local import state_root_for
+
+    monkeypatch.delenv("ABREAST_STATE", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    (tmp_path / "run").mkdir()
+    a, b = state_root_for(tmp_path / "x" / "abreast.db"), state_root_for(tmp_path / "y" / "abreast.db")
+    assert a.parent == b.parent == tmp_path / "run" / "abreast" and a != b
+    assert a.name.startswith("abreast.db-") and state_root_for(tmp_path / "x" / ".." / "x" / "abreast.db") == a
+    assert oct((tmp_path / "run" / "abreast").stat().st_mode & 0o777) == "0o700"
+    os.chmod(tmp_path / "run" / "abreast", 0o755)  # not ours alone any more: not used
+    assert state_root_for(tmp_path / "x" / "abreast.db").parent != tmp_path / "run" / "abreast"
+    monkeypatch.setenv("ABREAST_STATE", str(tmp_path / "elsewhere"))
+    assert state_root_for(tmp_path / "x" / "abreast.db") == tmp_path / "elsewhere" / a.name

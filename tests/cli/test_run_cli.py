@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from adapters.local import state_root_for
 from engine.events import DeploymentFinished, ExecutionFinished, ExecutionStarted, from_jsonl
 from engine.store import SqliteStore
 from tests.helpers import alive
@@ -25,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def env_for(folder: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "ABREAST_DB"}
     env["PYTHONPATH"] = str(ROOT)
+    env["ABREAST_STATE"] = str(folder / ".state")  # records of deployments a test leaves unfinished stay here
     return env
 
 
@@ -54,6 +57,16 @@ def wait_for(predicate, timeout: float = 30.0) -> None:  # noqa: ANN001
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached in time")
+
+
+def catches(pid: int, sig: signal.Signals) -> bool:
+    """Has the process a handler for `sig` (SigCgt in /proc/PID/status)?"""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(caught & (1 << (sig - 1)))
 
 
 def events_of(db: Path, deployment: str) -> list:
@@ -103,6 +116,17 @@ def test_run_records_into_the_default_database_here_and_history_reads_it(tmp_pat
     p = abreast(tmp_path, "history", "import", "rel-1.jsonl", "--db", str(other))
     assert p.returncode == 0 and p.stdout.strip() == "rel-1"
     assert abreast(tmp_path, "history", "export", "rel-1", "--db", str(other)).stdout == exported
+
+
+def test_a_scenario_in_another_folder_runs_there_and_records_here(tmp_path):
+    # The orchestrator works in the scenario's folder; the store it opened here stays
+    # the same file (it is checked before every write).
+    (tmp_path / "deploy").mkdir()
+    scenario(tmp_path / "deploy", {"steps": [{"name": "where", "run": "pwd > here"}]})
+    p = abreast(tmp_path, "run", "deploy/deploy.yaml", "--id", "elsewhere", "-q")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "deploy" / "here").read_text().strip() == str(tmp_path / "deploy")
+    assert events_of(tmp_path / ".abreast" / "abreast.db", "elsewhere")[-1].outcome == "succeeded"
 
 
 def test_the_database_can_come_from_the_environment(tmp_path):
@@ -202,7 +226,7 @@ def test_a_dry_run_rehearses_with_simulated_durations(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_signal_cancels_running_commands_and_ends_the_log_cancelled(tmp_path, sig):
     scenario(tmp_path, {
         "targets": [{"name": "web-01", "roles": ["web"]}],
@@ -224,9 +248,10 @@ def test_a_signal_cancels_running_commands_and_ends_the_log_cancelled(tmp_path, 
     assert not (tmp_path / "after-ran").exists()
 
 
-def test_kill_9_then_resume_runs_only_what_had_not_finished(tmp_path):
+def test_kill_9_then_resume_records_what_finished_meanwhile_and_runs_nothing_twice(tmp_path, monkeypatch):
     # Four targets, two at a time. Each attempt notes that it ran; the first two are
-    # quick, the others block until released, so the crash comes while they run.
+    # quick, the others block until released, so the crash comes while they run. Then
+    # they finish while no orchestrator watches, and resume records them as they ended.
     scenario(tmp_path, {
         "targets": [{"name": f"t{i}", "roles": ["app"]} for i in range(1, 5)],
         "policy": {"max_parallel_targets": 2},
@@ -234,8 +259,9 @@ def test_kill_9_then_resume_runs_only_what_had_not_finished(tmp_path):
             {
                 "name": "deploy",
                 "roles": ["app"],
-                "run": 'echo "$ABREAST_TARGET $ABREAST_ATTEMPT" >> ran; '
-                       'case $ABREAST_TARGET in t1|t2) ;; *) while [ ! -e release ]; do sleep 0.05; done;; esac',
+                "run": 'echo "$ABREAST_TARGET $ABREAST_ATTEMPT" >> ran; echo "before $ABREAST_TARGET"; '
+                       'case $ABREAST_TARGET in t1|t2) ;; *) while [ ! -e release ]; do sleep 0.05; done;; esac; '
+                       'echo "after $ABREAST_TARGET"; touch "done-$ABREAST_TARGET"; exit 0',
             },
             {"name": "finish", "run": "echo finished >> ran"},
         ],
@@ -250,62 +276,183 @@ def test_kill_9_then_resume_runs_only_what_had_not_finished(tmp_path):
         return done == 2 and started == 4
 
     wait_for(two_running_after_two_done)
+    wait_for(lambda: (tmp_path / "ran").read_text().count("\n") == 4)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-    (tmp_path / "release").touch()  # the second attempts will not block
+    (tmp_path / "release").touch()  # they end while nobody watches
+    wait_for(lambda: (tmp_path / "done-t3").exists() and (tmp_path / "done-t4").exists())
+    time.sleep(0.3)
     p = abreast(tmp_path, "resume", "k1", "-q")
     assert p.returncode == 0, p.stderr
     events = events_of(db, "k1")
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
-    interrupted = [(e.target, e.attempt) for e in events if isinstance(e, ExecutionFinished) and e.outcome == "interrupted"]
-    assert sorted(interrupted) == [("t3", 1), ("t4", 1)]
-    runs = (tmp_path / "ran").read_text().split("\n")
-    # The first attempts on t3 and t4 were stopped by resume: on a busy machine perhaps
-    # before their shells had written anything.
-    ran = sorted(r for r in runs if r.startswith("t"))
-    assert [r for r in ran if r not in ("t3 1", "t4 1")] == ["t1 1", "t2 1", "t3 2", "t4 2"]
-    assert runs.count("finished") == 1
+    assert [e.at for e in events] == sorted(e.at for e in events)
+    finished = [(e.step, e.target, e.attempt, e.outcome) for e in events if isinstance(e, ExecutionFinished)]
+    assert sorted(finished, key=str) == sorted(
+        [("deploy", f"t{i}", 1, "succeeded") for i in range(1, 5)] + [("finish", None, 1, "succeeded")], key=str
+    )
+    runs = (tmp_path / "ran").read_text().split("\n")[:-1]
+    assert sorted(runs) == ["finished", "t1 1", "t2 1", "t3 1", "t4 1"]  # each exactly once
+    # Recorded as they ended: before the resume took over (its event comes later, at the
+    # log's last time), so before anything of `finish` started.
+    resumed = next(e for e in events if e.__struct_config__.tag == "deployment.resumed")
+    adopted = [e for e in events if isinstance(e, ExecutionFinished) and e.target in ("t3", "t4")]
+    assert all(e.seq > resumed.seq for e in adopted)
+    first_of_finish = next(e for e in events if isinstance(e, ExecutionStarted) and e.step == "finish")
+    assert all(e.at <= first_of_finish.at and e.seq < first_of_finish.seq for e in adopted)
+    logs = abreast(tmp_path, "history", "logs", "k1", "--step", "deploy", "--target", "t3").stdout
+    assert logs == "deploy @ t3 #1 | before t3\ndeploy @ t3 #1 | after t3\n"
     assert isinstance(events[-1], DeploymentFinished) and events[-1].outcome == "succeeded"
-    assert events[-1].at >= max(e.at for e in events[:-1])
+    monkeypatch.setenv("ABREAST_STATE", str(tmp_path / ".state"))
+    assert (tmp_path / ".state").is_dir() and not state_root_for(db).exists()  # dropped once the log holds the outcomes
 
 
-def test_resume_stops_what_the_dead_orchestrator_left_running_before_running_it_again(tmp_path):
-    # The first attempts on t1 and t2 never end by themselves (their shells loop, with a
-    # sleep child each); after kill -9 of the orchestrator they keep running. `resume`
-    # must stop them (their whole process groups) before the second attempts start,
-    # or a command would run twice at once on one target. Each second attempt checks
-    # in /proc (an orphan's zombie may linger, waiting for init to reap it; its pid may
-    # be reused, hence the look at the environment).
+def test_resume_waits_for_what_still_runs_even_commands_that_replaced_their_environment(tmp_path):
+    # The first attempts keep running after kill -9 of the orchestrator (one of them
+    # replaced its environment, which hid it from the old orphan search). Resume adopts
+    # them: waits, keeps their output, runs nothing again and nothing twice at once.
     scenario(tmp_path, {
         "targets": [{"name": "t1", "roles": ["app"]}, {"name": "t2", "roles": ["app"]}],
         "steps": [{
             "name": "deploy",
             "roles": ["app"],
-            "run": 'if [ "$ABREAST_ATTEMPT" = 1 ]; then echo $$ > "pid-$ABREAST_TARGET"; while :; do sleep 0.05; done; fi; '
-                   'p=/proc/$(cat "pid-$ABREAST_TARGET"); state=$(cut -d" " -f3 $p/stat 2>/dev/null); '
-                   'if [ -n "$state" ] && [ "$state" != Z ] && tr "\\0" "\\n" < $p/environ | grep -qx ABREAST_ATTEMPT=1; '
-                   'then echo "$ABREAST_TARGET overlap" >> ran; fi; '
-                   'echo "$ABREAST_TARGET $ABREAST_ATTEMPT" >> ran',
+            "run": 'echo "$ABREAST_TARGET $ABREAST_ATTEMPT" >> ran; echo "$$" > "pid-$ABREAST_TARGET"; '
+                   'if [ "$ABREAST_TARGET" = t2 ]; then exec env -i /bin/sh -c \'while [ ! -e release ]; do sleep 0.05; done; echo released\'; fi; '
+                   'while [ ! -e release ]; do sleep 0.05; done; echo released',
         }],
     })
     db = tmp_path / ".abreast" / "abreast.db"
     proc = start(tmp_path, "run", "deploy.yaml", "--id", "o1", "-q")
-    wait_for(lambda: (tmp_path / "pid-t1").exists() and (tmp_path / "pid-t2").exists()
-             and (tmp_path / "pid-t1").read_text().strip() and (tmp_path / "pid-t2").read_text().strip())
-    orphans = [int((tmp_path / f"pid-{t}").read_text()) for t in ("t1", "t2")]
+    wait_for(lambda: all((tmp_path / f"pid-{t}").exists() and (tmp_path / f"pid-{t}").read_text().strip() for t in ("t1", "t2")))
+    commands = [int((tmp_path / f"pid-{t}").read_text()) for t in ("t1", "t2")]
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-    assert all(alive(pid) for pid in orphans)  # the kill -9 left them running
-    p = abreast(tmp_path, "resume", "o1", "-q", "--log-format", "json")
-    assert p.returncode == 0, p.stderr
-    assert not any(alive(pid) for pid in orphans)
-    assert (tmp_path / "ran").read_text().split("\n")[:-1] in (["t1 2", "t2 2"], ["t2 2", "t1 2"])  # no overlap
-    warning = next(json.loads(line) for line in p.stderr.splitlines() if "orphans.stopped" in line)
-    assert (warning["level"], warning["deployment"], warning["process_groups"]) == ("warning", "o1", 2)
+    assert all(alive(pid) for pid in commands)  # the kill -9 killed no command
+    resume = start(tmp_path, "resume", "o1", "--log-format", "json")
+    adopted = []
+    while len(adopted) < 2:  # its log says what it found, as it finds it
+        line = resume.stderr.readline()
+        assert line, "resume ended before adopting"
+        if "execution.adopted" in line:
+            adopted.append(json.loads(line))
+    assert sorted((a["target"], a["found"]) for a in adopted) == [("t1", "running"), ("t2", "running")]
+    time.sleep(0.3)
+    assert resume.poll() is None and all(alive(pid) for pid in commands)  # adopted, not stopped
+    (tmp_path / "release").touch()
+    out, err = resume.communicate(timeout=60)
+    assert resume.returncode == 0, err
+    assert sorted((tmp_path / "ran").read_text().split("\n")[:-1]) == ["t1 1", "t2 1"]
     events = events_of(db, "o1")
     assert sorted((e.target, e.attempt, e.outcome) for e in events if isinstance(e, ExecutionFinished)) == [
-        ("t1", 1, "interrupted"), ("t1", 2, "succeeded"), ("t2", 1, "interrupted"), ("t2", 2, "succeeded"),
+        ("t1", 1, "succeeded"), ("t2", 1, "succeeded"),
     ]
+    for t in ("t1", "t2"):
+        assert abreast(tmp_path, "history", "logs", "o1", "--target", t).stdout == f"deploy @ {t} #1 | released\n"
+
+
+def test_a_second_orchestrator_is_refused_and_the_first_finishes_untouched(tmp_path):
+    scenario(tmp_path, {
+        "steps": [{"name": "deploy", "run": "echo run >> ran; while [ ! -e release ]; do sleep 0.05; done"}],
+    })
+    first = start(tmp_path, "run", "deploy.yaml", "--id", "live", "-q")
+    wait_for(lambda: (tmp_path / "ran").exists())
+    second = abreast(tmp_path, "resume", "live")
+    assert second.returncode == 2
+    assert f"is being run by pid {first.pid} on " in second.stderr and "Traceback" not in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+    again = abreast(tmp_path, "run", "deploy.yaml", "--id", "live")
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert first.poll() is None
+    (tmp_path / "release").touch()
+    assert first.wait(timeout=60) == 0
+    assert (tmp_path / "ran").read_text() == "run\n"
+    events = events_of(tmp_path / ".abreast" / "abreast.db", "live")
+    assert [e.seq for e in events] == list(range(1, len(events) + 1)) and events[-1].outcome == "succeeded"
+    assert not any(e.__struct_config__.tag == "deployment.resumed" for e in events)
+
+
+@pytest.mark.parametrize(("sig", "delay"), [
+    (signal.SIGTERM, 0.0), (signal.SIGTERM, 0.1), (signal.SIGTERM, 0.3),
+    (signal.SIGINT, 0.0), (signal.SIGINT, 0.2), (signal.SIGHUP, 0.0), (signal.SIGHUP, 0.2),
+])
+def test_a_signal_at_start_up_exits_130_with_nothing_left_running(tmp_path, sig, delay):
+    # Whenever it comes: before the first event nothing is written; after it, the log
+    # ends cancelled. Either way no command is left running.
+    scenario(tmp_path, {
+        "targets": [{"name": f"t{i}", "roles": ["app"]} for i in range(4)],
+        "steps": [{"name": "deploy", "roles": ["app"], "run": 'echo $$ >> pids; sleep 30'}],
+    })
+    proc = start(tmp_path, "run", "deploy.yaml", "--id", "s1", "-q")
+    # From its first line of Python on (a signal before the interpreter runs any code
+    # meets the default disposition, or Python's KeyboardInterrupt): the entry point
+    # catches all three at once, and Python itself catches no TERM.
+    wait_for(lambda: catches(proc.pid, signal.SIGTERM), timeout=30)
+    time.sleep(delay)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=30) == 130, proc.stderr.read()
+    assert "Traceback" not in proc.stderr.read()
+    events = events_of(tmp_path / ".abreast" / "abreast.db", "s1")
+    assert events == [] or (isinstance(events[-1], DeploymentFinished) and events[-1].outcome == "cancelled")
+    pids = [int(p) for p in (tmp_path / "pids").read_text().split()] if (tmp_path / "pids").exists() else []
+    assert not any(alive(p) for p in pids)
+
+
+def test_a_store_deleted_under_a_running_deployment_stops_it_with_a_clear_error(tmp_path):
+    scenario(tmp_path, {"steps": [
+        {"name": "a", "run": "while [ ! -e release ]; do sleep 0.05; done"},
+        {"name": "b", "run": "echo b >> ran"},
+    ]})
+    db = tmp_path / ".abreast" / "abreast.db"
+    proc = start(tmp_path, "run", "deploy.yaml", "--id", "gone", "-q")
+    wait_for(lambda: any(isinstance(e, ExecutionStarted) for e in events_of(db, "gone")))
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    (tmp_path / "release").touch()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    assert "the event store was deleted" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_store_that_cannot_be_written_is_one_line_and_exit_2(tmp_path):
+    # A file-size limit makes every write past 150 kB fail (as a full disk would).
+    import resource
+
+    scenario(tmp_path, {
+        "targets": [{"name": f"t{i}", "roles": ["app"]} for i in range(300)],
+        "steps": [{"name": "deploy", "roles": ["app"], "run": "true"}],
+    })
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, 150_000))  # noqa: E731
+    proc = subprocess.run(
+        [sys.executable, "-m", "abreast", "run", "deploy.yaml", "--id", "full", "-q"], capture_output=True, text=True,
+        cwd=tmp_path, env=env_for(tmp_path), preexec_fn=limit, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot write to the event store" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_resume_of_an_imported_history_runs_its_commands_only_when_trusted(tmp_path):
+    scenario(tmp_path, {"steps": [
+        {"name": "a", "run": "echo a >> ran; while [ ! -e release ]; do sleep 0.05; done"},
+        {"name": "b", "run": "echo b >> ran"},
+    ]})
+    proc = start(tmp_path, "run", "deploy.yaml", "--id", "h1", "-q")
+    wait_for(lambda: (tmp_path / "ran").exists())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    (tmp_path / "h1.jsonl").write_text(abreast(tmp_path, "history", "export", "h1").stdout)
+    other = str(tmp_path / "other.db")
+    assert abreast(tmp_path, "history", "import", "h1.jsonl", "--db", other).returncode == 0
+    refused = abreast(tmp_path, "resume", "h1", "--db", other)
+    assert refused.returncode == 2 and "--trust-commands" in refused.stderr
+    assert "a: echo a >> ran" in refused.stderr and "b: echo b >> ran" in refused.stderr  # shown
+    assert (tmp_path / "ran").read_text() == "a\n"  # nothing ran
+    (tmp_path / "release").touch()
+    trusted = abreast(tmp_path, "resume", "h1", "--db", other, "--trust-commands", "-q")
+    assert trusted.returncode == 0, trusted.stderr
+    assert "b: echo b >> ran" in trusted.stderr
+    assert (tmp_path / "ran").read_text().split() == ["a", "a", "b"]  # this store had no record of a's attempt
 
 
 def test_two_deployments_write_to_one_database_at_once(tmp_path):
@@ -322,3 +469,80 @@ def test_two_deployments_write_to_one_database_at_once(tmp_path):
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
         assert sum(isinstance(e, ExecutionFinished) for e in events) == 40
         assert events[-1].outcome == "succeeded"
+
+
+# -- kill -9 at random moments ----------------------------------------------------------
+
+
+def crash_and_resume_until_done(folder: Path, seed: int) -> tuple[int, int]:
+    """Run a deployment, kill -9 its orchestrator at random moments (the resumes too),
+    sometimes let commands end while nobody watches, resume until it is over; then check
+    what the hidden operator would count. Returns (kills, resumes)."""
+    rng = random.Random(seed)
+    targets = [f"t{i}" for i in range(1, 5)]
+    steps = []
+    for name, trigger in (("a", "after-previous"), ("b", "with-previous"), ("c", "after-previous")):
+        steps.append({
+            "name": name, "start": trigger, "roles": ["app"],
+            "run": 'echo "$ABREAST_STEP $ABREAST_TARGET" >> ran; '
+                   f'case $ABREAST_TARGET in t1) sleep {rng.uniform(0.05, 0.5):.2f};; t2) sleep {rng.uniform(0.05, 0.5):.2f};; '
+                   f'*) sleep {rng.uniform(0.05, 0.5):.2f};; esac; echo "$ABREAST_STEP $ABREAST_TARGET" >> done',
+        })
+    steps.append({"name": "notify", "run": 'echo "notify -" >> ran; echo "notify -" >> done'})
+    scenario(folder, {
+        "targets": [{"name": t, "roles": ["app"]} for t in targets],
+        "policy": {"max_parallel_targets": 2, "target_isolation": "shared"},
+        "steps": steps,
+    })
+    db = folder / ".abreast" / "abreast.db"
+    proc = start(folder, "run", "deploy.yaml", "--id", "crashy", "-q")
+    kills = resumes = 0
+    while True:
+        try:
+            code = proc.wait(timeout=rng.uniform(0.05, 1.2) if kills < 6 else 120)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+            kills += 1
+            time.sleep(rng.choice([0.0, 0.2, 0.7]))  # commands go on (and may end) meanwhile
+            events = events_of(db, "crashy")
+            if events and isinstance(events[-1], DeploymentFinished):
+                break
+            if not events:  # killed before its first event: nothing recorded, run again
+                if (folder / "ran").exists():
+                    (folder / "ran").unlink()
+                proc = start(folder, "run", "deploy.yaml", "--id", "crashy", "-q")
+                continue
+            proc = start(folder, "resume", "crashy", "-q")
+            resumes += 1
+            continue
+        assert code == 0, proc.stderr.read()
+        break
+    events = events_of(db, "crashy")
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert [e.at for e in events] == sorted(e.at for e in events)
+    assert isinstance(events[-1], DeploymentFinished) and events[-1].outcome == "succeeded"
+    finished = [e for e in events if isinstance(e, ExecutionFinished)]
+    assert not [e for e in finished if e.outcome != "succeeded"], [(e.step, e.target, e.outcome, e.error) for e in finished]
+    assert sorted((e.step, e.target) for e in finished if e.target) == sorted((s, t) for s in "abc" for t in targets)
+    expected = sorted([f"{s} {t}" for s in "abc" for t in targets] + ["notify -"])
+    for name in ("ran", "done"):  # every command ran exactly once, and ended
+        assert sorted((folder / name).read_text().split("\n")[:-1]) == expected, (name, seed)
+    return kills, resumes
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_kill_9_at_random_moments_every_command_runs_exactly_once(tmp_path, seed):
+    kills, _ = crash_and_resume_until_done(tmp_path, seed)
+    assert kills >= 1
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_many_times(tmp_path):
+    total = 0
+    for seed in range(100, 132):
+        folder = tmp_path / str(seed)
+        folder.mkdir()
+        kills, _ = crash_and_resume_until_done(folder, seed)
+        total += kills
+    assert total >= 32

@@ -1,5 +1,6 @@
 """The runtime with real processes and a real SQLite file: the rules as the processes
-themselves saw them (their own timestamps), and a failure that triggers a rollback."""
+themselves saw them (their own timestamps), a failure that triggers a rollback, a retry
+that waits for a timed-out command to be gone, and output that keeps its end."""
 
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def max_overlap(spans: list[tuple[float, float]]) -> int:
 async def run_file(path: Path, db: Path, deployment: str = "d") -> tuple[str, SqliteStore]:
     plan = load(path)
     store = SqliteStore(db)
-    outcome = await Runtime(Core(plan, deployment), store, lambda t: LocalAdapter(), path.parent).run()
+    local = LocalAdapter(db.parent / "state", grace=5)
+    outcome = await Runtime(Core(plan, deployment), store, lambda t: local, path.parent).run()
     return outcome, store
 
 
@@ -111,3 +113,45 @@ async def test_a_timeout_fails_the_attempt_and_kills_the_command(tmp_path):
     assert outcome == "failed"
     assert (finished[0].outcome, finished[0].error) == ("timed_out", "ran longer than the timeout of 0.5s")
     assert 0.5 <= finished[0].at < 5
+
+
+async def test_a_retry_after_a_timeout_waits_until_the_slow_to_stop_command_is_gone(tmp_path):
+    # The command traps TERM and needs 1.5 s to stop. Attempt 1 times out after 1 s, but
+    # it ends (and attempt 2 starts) only when its process group is gone; attempt 2
+    # really runs (its own 1 s) instead of being timed out at once.
+    path = write_scenario(tmp_path, {"steps": [{
+        "name": "slow", "timeout": 1, "retries": 1,
+        "run": 'echo "start $ABREAST_ATTEMPT $(date +%s.%N)" >> stamps; '
+               'trap \'sleep 1.5; echo "end $ABREAST_ATTEMPT $(date +%s.%N)" >> stamps; exit 1\' TERM; '
+               'while :; do sleep 0.05; done',
+    }]})
+    outcome, store = await run_file(path, tmp_path / "abreast.db")
+    assert outcome == "failed"
+    stamps = [line.split() for line in (tmp_path / "stamps").read_text().splitlines()]
+    assert [(kind, attempt) for kind, attempt, _ in stamps] == [("start", "1"), ("end", "1"), ("start", "2"), ("end", "2")]
+    assert float(stamps[1][2]) <= float(stamps[2][2])  # no overlap
+    finished = [e for e in store.read("d") if type(e).__name__ == "ExecutionFinished"]
+    started = [e for e in store.read("d") if type(e).__name__ == "ExecutionStarted"]
+    assert [e.outcome for e in finished] == ["timed_out", "timed_out"]
+    assert finished[0].at >= 2.5 and started[1].at >= finished[0].at  # 1 s, then 1.5 s to stop
+    assert finished[1].at - started[1].at >= 2.5
+
+
+async def test_output_keeps_its_first_and_last_lines(tmp_path):
+    path = write_scenario(tmp_path, {"steps": [{"name": "chatty", "run": "seq 1 5001; echo the error is here >&2; exit 3"}]})
+    outcome, store = await run_file(path, tmp_path / "abreast.db")
+    lines = [(o.n, o.line) for o in store.output("d")]
+    assert outcome == "failed" and len(lines) == 2001
+    assert lines[:2] == [(1, "1"), (2, "2")] and lines[999] == (1000, "1000")
+    assert lines[1000] == (1001, "[abreast: 3002 lines cut here (lines 1001-4002 of 5002); the first 1000 and the last 1000 are kept]")
+    assert lines[-2:] == [(5001, "5001"), (5002, "the error is here")]
+
+
+async def test_a_100_mb_line_costs_linear_time_and_is_kept_cut(tmp_path):
+    path = write_scenario(tmp_path, {"steps": [{
+        "name": "huge", "run": "head -c 100000000 /dev/zero | tr '\\0' y; echo; echo after",
+    }]})
+    outcome, store = await run_file(path, tmp_path / "abreast.db")
+    lines = [o.line for o in store.output("d")]
+    assert outcome == "succeeded" and len(lines) == 2
+    assert lines[0] == "y" * 4000 + " [abreast: line cut at 4000 characters]" and lines[1] == "after"
