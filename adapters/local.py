@@ -2,7 +2,7 @@
 
 Every attempt runs under the record wrapper (adapters/record.py): the orchestrator
 creates the attempt's folder under its state root, then `posix_spawn`s
-`/bin/sh -c WRAPPER abreast-attempt FOLDER WORKDIR COMMAND` as the leader of a new
+`/bin/sh -c WRAPPER /bin/sh FOLDER WORKDIR COMMAND` as the leader of a new
 session (and so of a process group of its own), stdin, stdout and stderr on
 /dev/null, every signal at its default disposition and none blocked (so `yes | head`
 ends as in a terminal, whatever the orchestrator ignores). The wrapper writes
@@ -65,7 +65,8 @@ GRACE_SECONDS = 5.0
 POLL = 0.15  # how often the output of running attempts is read
 STOP_POLL = 0.05  # how often a stopping group is looked at
 LINE_LIMIT = 4 * MAX_LINE_CHARS + 4  # bytes of a line held: enough for the runtime to see it was cut
-ARGV0 = "abreast-attempt"  # the wrapper's $0: how a wrapper is recognised in /proc/PID/cmdline
+ARGV0 = "/bin/sh"  # the wrapper's $0, and so the command's, as under `/bin/sh -c`
+_WRAPPER_BYTES = WRAPPER.encode()
 
 _TICKS = os.sysconf("SC_CLK_TCK")  # the unit of /proc/PID/stat's start time
 
@@ -546,7 +547,8 @@ def _find_wrapper(folder: str) -> int | None:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if len(argv) > 4 and argv[3] == ARGV0.encode() and argv[4] == want:
+        # A wrapper is recognised by its script (argv[2]) and its folder (argv[4]).
+        if len(argv) > 4 and argv[2] == _WRAPPER_BYTES and argv[4] == want:
             return pid
     return None
 

@@ -130,7 +130,7 @@ printf '' > "$d/.follow" || fail "cannot write the attempt's record in $d on the
   export {exports}
   read -r me rest < /proc/self/stat
   tail -q -f -c +1 --pid="$me" -- "$d/output" "$d/.follow" &
-  exec setsid /bin/sh -c "$W" abreast-wrapper "$d" "$w" "$c"
+  exec setsid /bin/sh -c "$W" /bin/sh "$d" "$w" "$c"
 )
 s=$?
 if [ -s "$d/started" ]; then

@@ -140,7 +140,6 @@ def test_targets_abreast_cannot_serve_are_refused_before_anything_runs(tmp_path,
     assert events_of(tmp_path / ".abreast" / "abreast.db", "b1") == []
 
 
-@pytest.mark.xfail(strict=False, reason="needs runtime adopt (resume through Adapter.adopt arrives with the crash-proof branch)")
 def test_kill_9_then_resume_adopts_the_remote_attempts_and_runs_nothing_twice(tmp_path, ssh_hosts, remote_folder):
     # t1 finishes before the crash; t2 finishes while the orchestrator is down (exit 4);
     # t3 still runs when `resume` comes, and is waited for. Every attempt notes that it ran.
