@@ -170,3 +170,4 @@ def advise(
 # The other commands register themselves on `app`.
 from abreast import deploy as _deploy  # noqa: E402,F401
 from abreast import history as _history  # noqa: E402,F401
+from abreast import histories as _histories  # noqa: E402,F401
