@@ -77,6 +77,13 @@ def _run_importer(work: Callable[[], Any]) -> Any:
         bad_input(str(e))
 
 
+def _runs(docs: list, merge: bool, convert: Callable[[list], Any]) -> list:
+    """The pages given are one run; with --merge each file is a run of its own."""
+    if merge:
+        return [_run_importer(lambda d=d: convert([d])) for d in docs]
+    return [_run_importer(lambda: convert(docs))]
+
+
 def _write_outputs(imported: list, output: Path, events: Path | None, merge: bool, source: str) -> None:
     """Write the scenario (and the log), print the notes and a summary."""
     from engine.events import to_jsonl
@@ -212,11 +219,7 @@ def import_github(
     from simulator.importers import github
 
     flow = _yaml_doc(workflow) if workflow is not None else None
-    docs = [_doc(j) for j in jobs]
-    if merge:
-        results = [_run_importer(lambda d=d: github.convert([d], flow)) for d in docs]
-    else:
-        results = [_run_importer(lambda: github.convert(docs, flow))]
+    results = _runs([_doc(j) for j in jobs], merge, lambda docs: github.convert(docs, flow))
     _write_outputs(results, output, events, merge, "GitHub Actions: " + ", ".join(str(j) for j in jobs))
 
 
@@ -249,11 +252,7 @@ def import_gitlab(
     from simulator.importers import gitlab
 
     ci_doc = _yaml_doc(ci) if ci is not None else None
-    docs = [_doc(j) for j in jobs]
-    if merge:
-        results = [_run_importer(lambda d=d: gitlab.convert([d], ci_doc)) for d in docs]
-    else:
-        results = [_run_importer(lambda: gitlab.convert(docs, ci_doc))]
+    results = _runs([_doc(j) for j in jobs], merge, lambda docs: gitlab.convert(docs, ci_doc))
     _write_outputs(results, output, events, merge, "GitLab CI: " + ", ".join(str(j) for j in jobs))
 
 

@@ -47,6 +47,7 @@ from simulator.importers.record import (
     missing_pages,
     page_list,
     ready_starts,
+    split_pages,
     wall_of,
 )
 
@@ -67,7 +68,7 @@ WAIT_WORTH_A_NOTE = 30 * NS
 
 
 class Job:
-    __slots__ = ("id", "name", "created", "started", "completed", "outcome", "attempt", "file", "path", "workflow")
+    __slots__ = ("id", "name", "created", "started", "completed", "outcome", "attempt", "file", "path", "run", "workflow")
 
     def __init__(self, **kw: Any):
         for k, v in kw.items():
@@ -130,16 +131,7 @@ def read_jobs(docs: list[Doc], notes: list[str]) -> list[Job]:
     seen_ids: dict[Any, str] = {}
     for file, data in docs:
         r = Reader(file)
-        pages: list[tuple[str, Any]] = []
-        plain: list[tuple[str, Any]] = []
-        if isinstance(data, dict):
-            pages = [("$", data)]
-        elif isinstance(data, list) and data and all(isinstance(x, dict) and "jobs" in x for x in data):
-            pages = [(item("$", i), x) for i, x in enumerate(data)]
-        elif isinstance(data, list):
-            plain = [(item("$", i), x) for i, x in enumerate(data)]
-        else:
-            raise r.bad("$", "expected a jobs reply ({total_count, jobs}), a list of them, or a list of jobs")
+        pages, plain = split_pages(r, data, "jobs")
         for p, page in pages:
             items = r.items(r.field(page, "jobs", p), key(p, "jobs"))
             plain += [(item(key(p, "jobs"), i), x) for i, x in enumerate(items)]
@@ -197,7 +189,8 @@ def _job(r: Reader, raw: Any, p: str, seen_ids: dict[Any, str]) -> Job:
     attempt = j.get("run_attempt") if isinstance(j.get("run_attempt"), int) else 1
     return Job(
         id=job_id, name=name, created=created, started=started, completed=completed if completed is not None else (started or created),
-        outcome=CONCLUSION[conclusion], attempt=attempt, file=r.file, path=p, workflow=None,
+        outcome=CONCLUSION[conclusion], attempt=attempt, file=r.file, path=p, run=j.get("run_id"),
+        workflow=j.get("workflow_name") if isinstance(j.get("workflow_name"), str) else None,
     )
 
 
@@ -424,7 +417,7 @@ def convert(docs: list[Doc], workflow: Doc | None = None) -> Imported:
         raise Reader(file).bad("$.jobs", "every job was skipped: an empty run")
     targets = [{"name": e.target, "roles": [spec["name"]]} for spec, rec in zip(specs, records, strict=True) for e in rec.executions if e.target is not None]
     first = jobs[0]
-    run_name = _run_name(docs)
+    run_name = _run_name(jobs)
     scenario: dict[str, Any] = {"name": run_name}
     policy = {}
     if len(specs) > 10:
@@ -437,7 +430,7 @@ def convert(docs: list[Doc], workflow: Doc | None = None) -> Imported:
     scenario["steps"] = specs
     failed = any(r.outcome == "failed" for r in records)
     cancelled = any(r.outcome == "cancelled" for r in records)
-    run_id = _run_id(docs) or first.id
+    run_id = next((j.run for j in jobs if j.run is not None), first.id)
     attempt = max(j.attempt for j in jobs)
     if waits:
         longest = max(waits)
@@ -489,30 +482,9 @@ def _topological(steps: list[StepSpec], deps: list[set[int]], created: list[int]
     return out
 
 
-def _run_name(docs: list[Doc]) -> str:
-    for _, data in docs:
-        for job in _iter_jobs(data):
-            name = job.get("workflow_name")
-            run = job.get("run_id")
-            if isinstance(name, str) and name:
-                return f"{name} (run {run})" if run is not None else name
-    return "GitHub Actions run"
-
-
-def _run_id(docs: list[Doc]) -> Any:
-    for _, data in docs:
-        for job in _iter_jobs(data):
-            if job.get("run_id") is not None:
-                return job.get("run_id")
-    return None
-
-
-def _iter_jobs(data: Any) -> list[dict]:
-    if isinstance(data, dict):
-        return [j for j in data.get("jobs", []) if isinstance(j, dict)]
-    if isinstance(data, list):
-        out = []
-        for x in data:
-            out += _iter_jobs(x) if isinstance(x, dict) and "jobs" in x else [x] if isinstance(x, dict) else []
-        return out
-    return []
+def _run_name(jobs: list[Job]) -> str:
+    names = [j.workflow for j in jobs if j.workflow]
+    runs = [j.run for j in jobs if j.run is not None]
+    if names:
+        return f"{names[0]} (run {runs[0]})" if runs else names[0]
+    return f"GitHub Actions run {runs[0]}" if runs else "GitHub Actions run"

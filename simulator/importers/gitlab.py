@@ -70,7 +70,7 @@ def split_instance(name: str) -> tuple[str, str | None]:
 
 
 class Job:
-    __slots__ = ("id", "name", "stage", "status", "created", "started", "finished", "queued", "allow_failure", "path", "file")
+    __slots__ = ("id", "name", "stage", "status", "created", "started", "finished", "queued", "allow_failure", "path", "file", "pipeline", "ref")
 
     def __init__(self, **kw: Any):
         for k, v in kw.items():
@@ -112,9 +112,11 @@ def read_jobs(docs: list[Doc]) -> list[Job]:
             queued = r.number(j, "queued_duration", p, optional=True)
             allow = j.get("allow_failure") is True
             stage = j.get("stage") if isinstance(j.get("stage"), str) else "test"
+            pipeline = j.get("pipeline") if isinstance(j.get("pipeline"), dict) else {}
             jobs.append(
                 Job(id=job_id, name=name, stage=stage, status=STATUS[status], created=created, started=started if ran else None,
-                    finished=finished if ran else None, queued=queued, allow_failure=allow, path=p, file=file)
+                    finished=finished if ran else None, queued=queued, allow_failure=allow, path=p, file=file,
+                    pipeline=pipeline.get("id"), ref=j.get("ref") if isinstance(j.get("ref"), str) else pipeline.get("ref"))
             )
     if not jobs:
         raise Reader(docs[0][0]).bad("$", "no jobs: an empty pipeline")
@@ -369,7 +371,7 @@ def convert(docs: list[Doc], ci: Doc | None = None) -> Imported:
     if not records:
         raise Reader(file).bad("$", "no job ran: an empty pipeline")
     # depends_on names only earlier steps; stage order with needs last within a stage gives that.
-    scenario: dict[str, Any] = {"name": _pipeline_name(jobs, docs)}
+    scenario: dict[str, Any] = {"name": _pipeline_name(jobs)}
     width = max((len(r.executions) for r in records), default=1)
     policy = {}
     if len(specs) > 10:
@@ -391,7 +393,7 @@ def convert(docs: list[Doc], ci: Doc | None = None) -> Imported:
         )
     failed = any(r.outcome == "failed" for r in records)
     cancelled = any(r.outcome == "cancelled" for r in records)
-    pipeline = _pipeline_id(jobs, docs)
+    pipeline = _pipeline_id(jobs)
     record = Record(
         tool="gitlab",
         id=f"gitlab-{pipeline}",
@@ -429,20 +431,15 @@ def _needs_after(order: list[Group]) -> list[Group]:
     return placed
 
 
-def _pipeline_id(jobs: list[Job], docs: list[Doc]) -> Any:
-    for _, data in docs:
-        for j in data if isinstance(data, list) else data.get("jobs", []) if isinstance(data, dict) else []:
-            for x in j if isinstance(j, list) else [j]:
-                if isinstance(x, dict) and isinstance(x.get("pipeline"), dict) and x["pipeline"].get("id") is not None:
-                    return x["pipeline"]["id"]
-    return min(j.id for j in jobs if isinstance(j.id, int)) if any(isinstance(j.id, int) for j in jobs) else "pipeline"
+def _pipeline_id(jobs: list[Job]) -> Any:
+    """The pipeline's id, from its jobs (else the first job's id stands for it)."""
+    ids = [j.pipeline for j in jobs if j.pipeline is not None]
+    if ids:
+        return ids[0]
+    numbered = [j.id for j in jobs if isinstance(j.id, int)]
+    return min(numbered) if numbered else "pipeline"
 
 
-def _pipeline_name(jobs: list[Job], docs: list[Doc]) -> str:
-    pid = _pipeline_id(jobs, docs)
-    for _, data in docs:
-        for j in data if isinstance(data, list) else data.get("jobs", []) if isinstance(data, dict) else []:
-            for x in j if isinstance(j, list) else [j]:
-                if isinstance(x, dict) and isinstance(x.get("ref"), str):
-                    return f"pipeline {pid} ({x['ref']})"
-    return f"pipeline {pid}"
+def _pipeline_name(jobs: list[Job]) -> str:
+    refs = [j.ref for j in jobs if isinstance(j.ref, str)]
+    return f"pipeline {_pipeline_id(jobs)}" + (f" ({refs[0]})" if refs else "")

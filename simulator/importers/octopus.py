@@ -54,6 +54,8 @@ from simulator.importers.record import (
     key,
     missing_pages,
     page_list,
+    parse_time,
+    split_pages,
     wall_of,
 )
 
@@ -74,8 +76,9 @@ NODE_OUTCOME = {
     "Cancelled": "cancelled",
     "TimedOut": "failed",
     "Skipped": "skipped",
+    "Pending": "skipped",  # in a finished task: a node that never ran
 }
-UNFINISHED = ("Pending", "Running", "Queued", "Executing", "Cancelling")
+UNFINISHED = ("Running", "Queued", "Executing", "Cancelling")
 START = {"StartAfterPrevious": "after-previous", "StartWithPrevious": "with-previous"}
 CONDITION = {"Success": "success", "Failure": "failure", "Always": "always", "Variable": "success"}
 
@@ -224,14 +227,7 @@ def read_machines(doc: Doc) -> dict[str, list[str]]:
     reply missing pages is bad input naming them."""
     file, data = doc
     r = Reader(file)
-    pages: list[tuple[str, dict]] = []
-    machines: list[tuple[str, Any]] = []
-    if isinstance(data, dict):
-        pages = [("$", data)]
-    elif isinstance(data, list) and data and all(isinstance(x, dict) and "Items" in x for x in data):
-        pages = [(item("$", i), x) for i, x in enumerate(data)]
-    else:
-        machines = [(item("$", i), m) for i, m in enumerate(r.items(data, "$"))]
+    pages, machines = split_pages(r, data, "Items")
     totals = []
     counts = []
     numbers: list[int | None] = []
@@ -313,27 +309,45 @@ def read_variables(doc: Doc, notes: list[str]) -> dict[str, str]:
 
 
 class _Node:
-    __slots__ = ("name", "status", "start", "end", "children", "path")
+    __slots__ = ("name", "status", "start", "end", "children", "parent", "index")
 
-    def __init__(self, name: str, status: str, start: int | None, end: int | None, children: list, path: str):
-        self.name, self.status, self.start, self.end, self.children, self.path = name, status, start, end, children, path
+    def __init__(self, name: str, status: str, start: int | None, end: int | None, children: list, parent: str, index: int):
+        self.name, self.status, self.start, self.end, self.children = name, status, start, end, children
+        self.parent, self.index = parent, index
+
+    @property
+    def path(self) -> str:
+        return item(self.parent, self.index)
 
 
-def _node(r: Reader, raw: Any, path: str, finished_needed: bool = True) -> _Node:
-    n = r.obj(raw, path)
-    name = r.text(n, "Name", path)
-    status = r.text(n, "Status", path)
-    if status in UNFINISHED and finished_needed:
-        raise r.bad(key(path, "Status"), f"{status}: the deployment has not finished; import it once it has")
-    if status not in NODE_OUTCOME and status not in UNFINISHED:
+def _node(r: Reader, raw: Any, parent: str, index: int) -> _Node:
+    """One node of the task log, checked (paths are built only to report a problem: a
+    large log has hundreds of thousands of nodes)."""
+    n = raw if type(raw) is dict else r.obj(raw, item(parent, index))
+    name, status = n.get("Name"), n.get("Status")
+    if type(name) is not str or not name or type(status) is not str or status not in NODE_OUTCOME:
+        path = item(parent, index)
+        r.text(n, "Name", path)
+        status = r.text(n, "Status", path)
+        if status in UNFINISHED:
+            raise r.bad(key(path, "Status"), f"{status}: the deployment has not finished; import it once it has")
         raise r.bad(key(path, "Status"), f"expected one of {', '.join(NODE_OUTCOME)}, got {status!r}")
     ran = status not in ("Skipped", "Pending")
-    start = r.time(n, "Started", path, optional=not ran)
-    end = r.time(n, "Ended", path, optional=not ran)
+    started, ended = n.get("Started"), n.get("Ended")
+    start = parse_time(started) if type(started) is str else None
+    end = parse_time(ended) if type(ended) is str else None
+    if (start is None and (ran or started is not None)) or (end is None and (ran or ended is not None)):
+        path = item(parent, index)
+        start = r.time(n, "Started", path, optional=not ran)
+        end = r.time(n, "Ended", path, optional=not ran)
     if start is not None and end is not None and end < start:
-        raise r.bad(key(path, "Ended"), f"ends before it started ({wall_of(end)} < {wall_of(start)})")
-    children = r.items(n.get("Children") or [], key(path, "Children"))
-    return _Node(name, status, start, end, children, path)
+        raise r.bad(key(item(parent, index), "Ended"), f"ends before it started ({wall_of(end)} < {wall_of(start)})")
+    children = n.get("Children")
+    if children is None:
+        children = []
+    elif type(children) is not list:
+        r.items(children, key(item(parent, index), "Children"))
+    return _Node(name, status, start, end, children, parent, index)
 
 
 def _is_server(name: str) -> bool:
@@ -350,7 +364,9 @@ def convert(task: Doc, process: Doc | None = None, process_is_ocl: bool = False,
     logs = r.items(r.field(top, "ActivityLogs", "$"), "$.ActivityLogs")
     if not logs:
         raise r.bad("$.ActivityLogs", "empty: the task log holds no deployment")
-    root = _node(r, logs[0], "$.ActivityLogs[0]")
+    root = _node(r, logs[0], "$.ActivityLogs", 0)
+    if root.status == "Pending":
+        raise r.bad("$.ActivityLogs[0].Status", "Pending: the deployment has not started; import it once it has finished")
     if not root.children:
         raise r.bad(key(root.path, "Children"), "no steps: an empty run (the deployment did nothing to import)")
     steps_of = (read_process_ocl if process_is_ocl else read_process_json)(process, notes) if process is not None else None
@@ -372,9 +388,10 @@ def convert(task: Doc, process: Doc | None = None, process_is_ocl: bool = False,
     matched: set[str] = set()
     last_end = start0
     failed_before: list[int] = []  # end times of attempts that failed
+    children_path = key(root.path, "Children")
     for i, raw in enumerate(root.children):
-        p = item(key(root.path, "Children"), i)
-        node = _node(r, raw, p)
+        node = _node(r, raw, children_path, i)
+        p = node.path
         name, numbered = step_name(node.name)
         proc = by_name.get(name)
         inserted = False
@@ -396,27 +413,29 @@ def convert(task: Doc, process: Doc | None = None, process_is_ocl: bool = False,
         outcome = NODE_OUTCOME[node.status]
         executions: list[Execution] = []
         targets: list[str] = []
+        under: set[str] = set()
         server = inserted or (proc.server if proc is not None else False)
         machine_children = []
+        grandchildren_path = key(p, "Children")
         for j, craw in enumerate(node.children):
-            cp = item(key(p, "Children"), j)
-            child = _node(r, craw, cp)
+            child = _node(r, craw, grandchildren_path, j)
             if _is_server(child.name):
                 if not executions and child.start is not None:
                     executions.append(Execution(None, [Attempt(child.start, child.end or child.start, _attempt_outcome(child.status))]))
                 continue
             if inserted:
                 continue  # what Octopus did for it on each machine (uploads): one server step
-            machine_children.append((child, cp))
+            machine_children.append(child)
         if machine_children and not inserted:
             server = False
             executions = []
-            for child, cp in machine_children:
+            for child in machine_children:
                 if machine_roles is not None and child.name not in machine_roles:
-                    raise r.bad(key(cp, "Name"), f"machine {child.name!r} is not in {machines[0] if machines else 'the machines file'}")
-                if child.name in targets:
-                    raise r.bad(key(cp, "Name"), f"machine {child.name!r} appears twice under this step")
+                    raise r.bad(key(child.path, "Name"), f"machine {child.name!r} is not in {machines[0] if machines else 'the machines file'}")
+                if child.name in under:
+                    raise r.bad(key(child.path, "Name"), f"machine {child.name!r} appears twice under this step")
                 targets.append(child.name)
+                under.add(child.name)
                 if child.name not in seen_targets:
                     seen_targets.add(child.name)
                     target_order.append(child.name)
@@ -558,7 +577,8 @@ def _declaration_order(first_seen: list[str], per_step: list[list[str]], listed:
     way, else the way they first appear."""
     import heapq
 
-    rank = {t: (listed.index(t) if t in listed else len(listed), i) for i, t in enumerate(first_seen)}
+    place = {t: i for i, t in enumerate(listed)}
+    rank = {t: (place.get(t, len(listed)), i) for i, t in enumerate(first_seen)}
     after: dict[str, set[str]] = {t: set() for t in first_seen}
     before_count = {t: 0 for t in first_seen}
     for names in per_step:
@@ -632,11 +652,15 @@ def _assign_roles(
             if role not in roles[t]:
                 roles[t].append(role)
     # Say where the roles fan a step out to a target that did not run it.
+    holders: dict[str, set[str]] = {}
+    for t in targets:
+        for role in roles[t]:
+            holders.setdefault(role, set()).add(t)
     for spec, ran in zip(specs, per_step, strict=True):
         if spec["_server"] or "roles" not in spec:
             continue
-        fanned = [t for t in targets if set(roles[t]) & set(spec["roles"])]
-        extra = [t for t in fanned if t not in ran]
+        fanned: set[str] = set().union(*(holders.get(role, set()) for role in spec["roles"]))
+        extra = sorted(fanned.difference(ran), key=targets.index) if len(fanned) > len(ran) else []
         if extra:
             notes.append(
                 f"step {spec['name']!r}: {', '.join(extra[:5])}{' …' if len(extra) > 5 else ''} "

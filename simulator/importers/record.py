@@ -18,8 +18,9 @@ import heapq
 import json
 import math
 import statistics
+import time
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -56,7 +57,7 @@ class RecordError(ValueError):
 def key(path: str, name: Any) -> str:
     """`$.a` + `b` -> `$.a.b`; a name that is no identifier is quoted: `$.a["b c"]`."""
     name = name if isinstance(name, str) else str(name)
-    if name and (name[0].isalpha() or name[0] == "_") and all(c.isalnum() or c == "_" for c in name):
+    if name.isidentifier() and name.isascii():
         return f"{path}.{name}"
     return f"{path}[{json.dumps(name, ensure_ascii=False)}]"
 
@@ -79,26 +80,37 @@ class _NonFinite:
         self.text = text
 
 
-def _pairs(pairs: list[tuple[str, Any]]) -> dict:
-    d = dict(pairs)
-    if len(d) != len(pairs):
-        seen: set[str] = set()
-        out = _Dup(pairs)
-        for k, _ in pairs:
-            if k in seen:
-                out.duplicate = k
-                break
-            seen.add(k)
-        return out
-    return d
+def _decoder() -> tuple[json.JSONDecoder, list[bool]]:
+    """A strict decoder, and a flag it raises when it met a duplicate key or a
+    non-finite number (then, and only then, the document is walked for the path)."""
+    flagged = [False]
 
+    def pairs(items: list[tuple[str, Any]]) -> dict:
+        d = dict(items)
+        if len(d) != len(items):
+            flagged[0] = True
+            seen: set[str] = set()
+            out = _Dup(items)
+            for k, _ in items:
+                if k in seen:
+                    out.duplicate = k
+                    break
+                seen.add(k)
+            return out
+        return d
 
-def _number(text: str) -> Any:
-    x = float(text)
-    return x if math.isfinite(x) else _NonFinite(text)
+    def number(text: str) -> Any:
+        x = float(text)
+        if math.isfinite(x):
+            return x
+        flagged[0] = True
+        return _NonFinite(text)
 
+    def constant(text: str) -> Any:
+        flagged[0] = True
+        return _NonFinite(text)
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_float=_number, parse_constant=_NonFinite)
+    return json.JSONDecoder(object_pairs_hook=pairs, parse_float=number, parse_constant=constant), flagged
 
 
 def _find_bad(value: Any, path: str) -> tuple[str, str] | None:
@@ -121,6 +133,7 @@ def parse_json_documents(text: str, file: str) -> list[Any]:
     """Every JSON document in `text`, one after another (as `gh api --paginate` writes
     pages). Rejects duplicate keys and non-finite numbers (NaN, Infinity, 1e999), naming
     the path; `$[1]` is the second document of several."""
+    decoder, flagged = _decoder()
     docs: list[Any] = []
     i, n = 0, len(text)
     ws = " \t\n\r\ufeff"
@@ -130,7 +143,7 @@ def parse_json_documents(text: str, file: str) -> list[Any]:
         if i >= n:
             break
         try:
-            doc, i = _DECODER.raw_decode(text, i)
+            doc, i = decoder.raw_decode(text, i)
         except json.JSONDecodeError as e:
             raise RecordError(file, f"line {e.lineno} column {e.colno}", f"not valid JSON: {e.msg}") from None
         except RecursionError:
@@ -138,10 +151,11 @@ def parse_json_documents(text: str, file: str) -> list[Any]:
         docs.append(doc)
     if not docs:
         raise RecordError(file, "$", "the file is empty: expected JSON")
-    for d, doc in enumerate(docs):
-        found = _find_bad(doc, "$" if len(docs) == 1 else item("$", d))
-        if found:
-            raise RecordError(file, *found)
+    if flagged[0]:
+        for d, doc in enumerate(docs):
+            found = _find_bad(doc, "$" if len(docs) == 1 else item("$", d))
+            if found:
+                raise RecordError(file, *found)
     return docs
 
 
@@ -284,6 +298,18 @@ def page_list(numbers: Iterable[int]) -> str:
     return ("page " if len(ns) == 1 else "pages ") + text
 
 
+def split_pages(r: Reader, data: Any, items: str) -> tuple[list[tuple[str, dict]], list[tuple[str, Any]]]:
+    """A reply as its pages (`{items: [...], ...}` objects: one, or a list of them) or,
+    when it is a plain list of items, no pages and the items with their paths."""
+    if isinstance(data, dict):
+        return [("$", data)], []
+    if isinstance(data, list) and data and all(isinstance(x, dict) and items in x for x in data):
+        return [(item("$", i), x) for i, x in enumerate(data)], []
+    if isinstance(data, list):
+        return [], [(item("$", i), x) for i, x in enumerate(data)]
+    raise r.bad("$", f"expected a page ({{{items}: [...]}}), a list of pages, or a list of items; got {_kind(data)}")
+
+
 def missing_pages(total: int, counts: list[int], numbers: list[int | None], per_page: int | None = None) -> list[int]:
     """The page numbers (1-based) of a paged reply that are not among those given.
     `counts`: items on each page given; `numbers`: each page's number when the reply
@@ -391,6 +417,9 @@ def parse_time(text: str) -> int | None:
     `2024-05-01T10:00:00.1234567+00:00` -> nanoseconds since the epoch, every digit of
     the fraction kept (up to nanoseconds); None if it is no ISO-8601 time with a date,
     a time and an offset (a time without one is ambiguous)."""
+    fast = _parse_time_fast(text)
+    if fast is not None:
+        return fast
     t = text.strip()
     if "T" not in t and " " not in t:
         return None
@@ -415,17 +444,94 @@ def parse_time(text: str) -> int | None:
     return (delta.days * 86400 + delta.seconds) * NS + delta.microseconds * 1000 + fraction
 
 
+_SECOND_OF: dict[str, int | None] = {}  # "2026-03-14T19:26:57" -> epoch seconds (None: not a time)
+_OFFSET_OF: dict[str, int | None] = {}  # "+10:00" -> seconds east of UTC (None: not an offset)
+
+
+def _cached(cache: dict, key: str, make) -> Any:  # noqa: ANN001
+    value = cache.get(key, cache)
+    if value is cache:
+        value = make(key)
+        if len(cache) > 200_000:
+            cache.clear()
+        cache[key] = value
+    return value
+
+
+def _second(head: str) -> int | None:
+    if not (head[17:19].isdigit() and head.isascii()):
+        return None
+    try:
+        when = datetime.fromisoformat(head + "+00:00")
+    except ValueError:
+        return None
+    delta = when - _EPOCH
+    return delta.days * 86400 + delta.seconds
+
+
+def _offset(zone: str) -> int | None:
+    if zone in ("Z", "z"):
+        return 0
+    if len(zone) not in (5, 6) or zone[0] not in "+-" or not zone.isascii():
+        return None
+    hh, mm = zone[1:3], zone[-2:]
+    if (len(zone) == 6 and zone[3] != ":") or not (hh.isdigit() and mm.isdigit()) or int(hh) > 23 or int(mm) > 59:
+        return None
+    return (int(hh) * 3600 + int(mm) * 60) * (1 if zone[0] == "+" else -1)
+
+
+def _parse_time_fast(t: str) -> int | None:
+    """The common shape, `YYYY-MM-DDTHH:MM:SS[.f…](Z|±HH:MM|±HHMM)`, with the second and
+    the offset looked up (a log has few of either); None sends anything else down the
+    general path."""
+    if len(t) < 20 or t[10] != "T":
+        return None
+    head = t[:19]
+    base = _SECOND_OF.get(head, -1)
+    if base == -1:
+        base = _cached(_SECOND_OF, head, _second)
+    if base is None:
+        return None
+    fraction = 0
+    if t[19] == ".":
+        n = len(t)
+        z = n - 1 if t[-1] in "Zz" else n - 6 if t[-6] in "+-" else n - 5 if t[-5] in "+-" else n
+        digits = t[20:z]
+        if not digits or len(digits) > 9 or not (digits.isdigit() and digits.isascii()):
+            return None
+        fraction = int(digits) * 10 ** (9 - len(digits))
+        zone = t[z:]
+    else:
+        zone = t[19:]
+    offset = _OFFSET_OF.get(zone, -1)
+    if offset == -1:
+        offset = _cached(_OFFSET_OF, zone, _offset)
+    if offset is None:
+        return None
+    return (base - offset) * NS + fraction
+
+
+_MINUTE_TEXT: dict[int, str] = {}
+
+
 def wall_of(ns: int) -> str:
     """Nanoseconds since the epoch -> UTC ISO-8601 with as many fraction digits as needed."""
     seconds, rest = divmod(ns, NS)
-    base = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    minute, sec = divmod(seconds, 60)
+    prefix = _MINUTE_TEXT.get(minute)
+    if prefix is None:
+        t = time.gmtime(minute * 60)
+        prefix = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:"
+        if len(_MINUTE_TEXT) > 100_000:
+            _MINUTE_TEXT.clear()
+        _MINUTE_TEXT[minute] = prefix
     if rest == 0:
-        return base + "Z"
-    digits = f"{rest:09d}"
-    for width in (3, 6, 9):
-        if digits[width:] == "0" * (9 - width):
-            return f"{base}.{digits[:width]}Z"
-    return f"{base}.{digits}Z"
+        return f"{prefix}{sec:02d}Z"
+    if rest % 1_000_000 == 0:
+        return f"{prefix}{sec:02d}.{rest // 1_000_000:03d}Z"
+    if rest % 1000 == 0:
+        return f"{prefix}{sec:02d}.{rest // 1000:06d}Z"
+    return f"{prefix}{sec:02d}.{rest:09d}Z"
 
 
 def seconds(ns: int) -> float:
@@ -527,7 +633,8 @@ def fill_durations(scenario: dict, record: Record, notes: list[str]) -> None:
 def finish(scenario: dict, record: Record, notes: list[str], file: str) -> Imported:
     """Fill the durations, resolve the scenario, write the log (see the module docstring)."""
     fill_durations(scenario, record, notes)
-    clean = strip_comments(scenario)
+    # Comments (`# field` keys) are only ever beside a step's fields.
+    clean = {**scenario, "steps": [{k: v for k, v in step.items() if not k.startswith("#")} for step in scenario["steps"]]}
     try:
         plan = resolve(clean, file=file)
     except ScenarioError as e:
@@ -571,6 +678,7 @@ def log_of(record: Record, plan: dict, name: str | None) -> list[Event]:
         return (ns - t0) / NS
 
     steps = record.steps
+    started_event, finished_event = ExecutionStarted, ExecutionFinished
     decided = [s.start if s.start is not None else t0 for s in steps]
     finished = []
     for s, step in enumerate(steps):
@@ -622,9 +730,11 @@ def log_of(record: Record, plan: dict, name: str | None) -> list[Event]:
 
     seq = 1
     last = 0
+    heappop, heappush = heapq.heappop, heapq.heappush
     while heap:
-        ns, phase, s, k, pos = heapq.heappop(heap)
-        ns = max(ns, last)  # a decision held back by a prerequisite that ended at the same instant
+        ns, phase, s, k, pos = heappop(heap)
+        if ns < last:
+            ns = last  # a decision held back by a prerequisite that ended at the same instant
         last = ns
         step = steps[s]
         seq += 1
@@ -648,15 +758,16 @@ def log_of(record: Record, plan: dict, name: str | None) -> list[Event]:
             execution = step.executions[k]
             attempt = execution.attempts[pos // 2]
             if pos % 2 == 0:
-                out.append(ExecutionStarted(deployment=dep, seq=seq, at=at(ns), wall=wall_of(ns), step=step.name, target=execution.target, attempt=pos // 2 + 1))
-                heapq.heappush(heap, (max(ns, attempt.end), _END, s, k, pos + 1))
+                out.append(started_event(deployment=dep, seq=seq, at=(ns - t0) / NS, wall=wall_of(ns), step=step.name, target=execution.target, attempt=pos // 2 + 1))
+                end = attempt.end
+                heappush(heap, (end if end > ns else ns, _END, s, k, pos + 1))
             else:
-                failed = attempt.outcome in FAILED
+                outcome = attempt.outcome
                 out.append(
-                    ExecutionFinished(
-                        deployment=dep, seq=seq, at=at(ns), wall=wall_of(ns), step=step.name, target=execution.target,
-                        attempt=pos // 2 + 1, outcome=attempt.outcome,  # type: ignore[arg-type]
-                        exit_code=0 if attempt.outcome == "succeeded" else 1 if failed else None, error=attempt.error,
+                    finished_event(
+                        deployment=dep, seq=seq, at=(ns - t0) / NS, wall=wall_of(ns), step=step.name, target=execution.target,
+                        attempt=pos // 2 + 1, outcome=outcome,  # type: ignore[arg-type]
+                        exit_code=0 if outcome == "succeeded" else 1 if outcome in FAILED else None, error=attempt.error,
                     )
                 )
                 if pos // 2 + 1 < len(execution.attempts):
@@ -696,6 +807,7 @@ def ready_starts(ends: list[int], ready: int, window: int | None) -> list[int]:
 
 _PLAIN_EXTRA = frozenset("-_./ ")
 _YAML_WORDS = frozenset("y n yes no on off true false null".split())
+_PLAIN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./ ")
 
 
 def _plain(text: str) -> bool:
@@ -704,9 +816,9 @@ def _plain(text: str) -> bool:
         bool(text)
         and text[0].isalpha()
         and text[-1] != " "
-        and all(c.isalnum() or c in _PLAIN_EXTRA for c in text)
-        and text.lower() not in _YAML_WORDS
         and text.isascii()
+        and _PLAIN_CHARS.issuperset(text)
+        and text.lower() not in _YAML_WORDS
     )
 
 
@@ -723,7 +835,16 @@ def _scalar(value: Any) -> str:
         text = f"{value:.9f}".rstrip("0").rstrip(".")
         return text if text not in ("", "-0") else "0"
     text = str(value)
-    return text if _plain(text) else json.dumps(text, ensure_ascii=False)
+    written = _WRITTEN.get(text)
+    if written is None:
+        written = text if _plain(text) else json.dumps(text, ensure_ascii=False)
+        if len(_WRITTEN) > 100_000:
+            _WRITTEN.clear()
+        _WRITTEN[text] = written
+    return written
+
+
+_WRITTEN: dict[str, str] = {}  # a name as YAML writes it (target names come back many times)
 
 
 def _flow(value: Any) -> str:
