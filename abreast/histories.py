@@ -98,7 +98,7 @@ def _write_outputs(imported: list, output: Path, events: Path | None, merge: boo
         bad_input("--events writes one run's log; with --merge of several runs, import each run with --events on its own")
     notes: list[str] = []
     for one in imported:
-        notes += one.notes
+        notes += [f"{one.record.id}: {n}" for n in one.notes] if len(imported) > 1 else one.notes
     if merge:
         scenario, merge_notes = merge_runs(imported)
         notes += merge_notes

@@ -47,6 +47,7 @@ from simulator.importers.record import (
     missing_pages,
     page_list,
     ready_starts,
+    rules_skip,
     split_pages,
     wall_of,
 )
@@ -352,9 +353,7 @@ def convert(docs: list[Doc], workflow: Doc | None = None) -> Imported:
         s = steps[i]
         skipped = all(j.outcome == "skipped" for j in s.jobs)
         if skipped:
-            error = any(f is not None and f <= created[i] for f in failed_at)
-            rules_skip = (s.condition == "success" and error) or (s.condition == "failure" and not error)
-            if not rules_skip:
+            if not rules_skip(s.condition, failed_at, created[i]):
                 notes.append(f"job {s.name!r} was skipped by a condition the rules cannot see (nothing had failed): left out")
                 dropped.add(i)
     # A need that is left out passes its own needs on.

@@ -43,6 +43,7 @@ from simulator.importers.record import (
     finish,
     item,
     key,
+    rules_skip,
     wall_of,
 )
 
@@ -296,9 +297,7 @@ def convert(docs: list[Doc], ci: Doc | None = None) -> Imported:
         ready = max([t0] + [ended[n] for n in effective])
         skipped = all(j.status == "skipped" for j in g.jobs)
         if skipped:
-            error = any(f <= ready for f in failed_at)
-            rules_skip = (g.condition == "success" and error) or (g.condition == "failure" and not error)
-            if not rules_skip:
+            if not rules_skip(g.condition, failed_at, ready):
                 notes.append(f"job {g.name!r} was skipped by a rule the scenario cannot express: left out")
                 passes_on[g.name] = effective
                 continue
@@ -330,7 +329,8 @@ def convert(docs: list[Doc], ci: Doc | None = None) -> Imported:
     resource_free: dict[str, int] = {}
     previous_end: dict[tuple[str, str | None], int] = {}
     ran = [(g, target, j) for g in kept for target, tries in executions_of[g.name].items() for j in tries if j.started is not None and j.finished is not None]
-    for g, target, j in sorted(ran, key=lambda x: (x[2].started, x[2].id if isinstance(x[2].id, int) else 0)):
+    # (With capacity 1, of two jobs that started at one instant the one that ended first held it first.)
+    for g, target, j in sorted(ran, key=lambda x: (x[2].started, x[2].finished, x[2].id if isinstance(x[2].id, int) else 0)):
         start = max(ready_of[g.name], previous_end.get((g.name, target), t0))
         if g.resource_group is not None:
             start = max(start, resource_free.get(g.resource_group, t0))

@@ -55,6 +55,7 @@ from simulator.importers.record import (
     missing_pages,
     page_list,
     parse_time,
+    rules_skip,
     split_pages,
     wall_of,
 )
@@ -350,8 +351,11 @@ def _node(r: Reader, raw: Any, parent: str, index: int) -> _Node:
     return _Node(name, status, start, end, children, parent, index)
 
 
+_SERVER_PREFIXES = ("Octopus Server", "Worker ", "Worker:")
+
+
 def _is_server(name: str) -> bool:
-    return name in SERVER_NODES or name.startswith("Worker ") or name.startswith("Worker:") or name.startswith("Octopus Server")
+    return name == "Worker" or name.startswith(_SERVER_PREFIXES)
 
 
 def convert(task: Doc, process: Doc | None = None, process_is_ocl: bool = False, machines: Doc | None = None, variables: Doc | None = None) -> Imported:
@@ -375,9 +379,12 @@ def convert(task: Doc, process: Doc | None = None, process_is_ocl: bool = False,
     by_name = {s.name: s for s in steps_of} if steps_of is not None else {}
 
     task_id = info.get("Id") if isinstance(info.get("Id"), str) else None
-    start0 = root.start if root.start is not None else r.time(info, "StartTime", "$.Task")
-    end0 = root.end if root.end is not None else r.time(info, "CompletedTime", "$.Task")
-    assert start0 is not None and end0 is not None
+    # The deployment's span: its node's, else the task's, else its steps'.
+    start0 = root.start if root.start is not None else r.time(info, "StartTime", "$.Task", optional=True)
+    end0 = root.end if root.end is not None else r.time(info, "CompletedTime", "$.Task", optional=True)
+    if start0 is None:
+        starts = [parse_time(c["Started"]) for c in root.children if isinstance(c, dict) and isinstance(c.get("Started"), str)]
+        start0 = min((x for x in starts if x is not None), default=None)
 
     # --- the steps, in the log's order -------------------------------------------------
     records: list[StepRecord] = []
@@ -386,7 +393,7 @@ def convert(task: Doc, process: Doc | None = None, process_is_ocl: bool = False,
     seen_targets: set[str] = set()
     per_step_targets: list[list[str]] = []
     matched: set[str] = set()
-    last_end = start0
+    last_end = start0 if start0 is not None else 0
     failed_before: list[int] = []  # end times of attempts that failed
     children_path = key(root.path, "Children")
     for i, raw in enumerate(root.children):
@@ -440,7 +447,7 @@ def convert(task: Doc, process: Doc | None = None, process_is_ocl: bool = False,
                     seen_targets.add(child.name)
                     target_order.append(child.name)
                 if child.start is not None and child.status not in ("Skipped", "Pending"):
-                    executions.append(Execution(child.name, [Attempt(child.start, child.end or child.start, _attempt_outcome(child.status))]))
+                    executions.append(Execution(child.name, [Attempt(child.start, child.end or child.start, _ATTEMPT_OUTCOME[child.status])]))
                 else:
                     executions.append(Execution(child.name, []))
         elif not executions and outcome != "skipped" and (server or not (proc and proc.roles)):
@@ -453,12 +460,11 @@ def convert(task: Doc, process: Doc | None = None, process_is_ocl: bool = False,
         # A skipped step is kept only where the rules skip it too.
         if outcome == "skipped":
             condition = proc.condition if proc is not None else None
-            error = any(t <= (node.start or last_end) for t in failed_before)
+            decided = node.start if node.start is not None else last_end
             if condition is None:
-                condition = "success" if error else "failure"
+                condition = "success" if any(t <= decided for t in failed_before) else "failure"
                 notes.append(f"step {name!r} was skipped: condition taken as {condition!r} (inferred: no process given)")
-            rules_skip = (condition == "success" and error) or (condition == "failure" and not error)
-            if not rules_skip:
+            if not rules_skip(condition, failed_before, decided):
                 notes.append(f"step {name!r} was skipped for a reason the rules do not know (a variable condition?): left out")
                 continue
         records.append(
@@ -501,6 +507,10 @@ def convert(task: Doc, process: Doc | None = None, process_is_ocl: bool = False,
 
     if not records:
         raise r.bad(key(root.path, "Children"), "no step ran: an empty run")
+    if start0 is None:
+        raise r.bad("$.Task.StartTime", "the deployment has no start time: neither its node, the task nor any step has one")
+    if end0 is None:
+        end0 = max([rec.end for rec in records if rec.end is not None] + [start0])
     if steps_of is None:
         _infer_triggers(records, specs, notes)
         _infer_windows(records, specs, notes)
@@ -509,7 +519,12 @@ def convert(task: Doc, process: Doc | None = None, process_is_ocl: bool = False,
         notes.append(f"step {specs[0]['name']!r} starts with the previous step, but no step before it is in this deployment: after-previous")
 
     # --- targets and roles ---------------------------------------------------------------
-    target_order = _declaration_order(target_order, per_step_targets, list(machine_roles) if machine_roles else [], notes)
+    if machine_roles is not None:
+        # The machines reply lists them in the order Octopus deploys to them.
+        used = set(target_order)
+        target_order = [m for m in machine_roles if m in used]
+    else:
+        target_order = _declaration_order(target_order, per_step_targets, notes)
     roles = _assign_roles(specs, per_step_targets, target_order, machine_roles, notes)
     scenario: dict[str, Any] = {"name": info.get("Description") if isinstance(info.get("Description"), str) and info.get("Description") else root.name}
     if variable_values:
@@ -541,9 +556,11 @@ def convert(task: Doc, process: Doc | None = None, process_is_ocl: bool = False,
     return finish(scenario, record, notes, file)
 
 
+_ATTEMPT_OUTCOME = {status: o if o in ("succeeded", "failed", "cancelled") else "succeeded" for status, o in NODE_OUTCOME.items()}
+
+
 def _attempt_outcome(status: str) -> str:
-    outcome = NODE_OUTCOME.get(status, "succeeded")
-    return outcome if outcome in ("succeeded", "failed", "cancelled") else "succeeded"
+    return _ATTEMPT_OUTCOME.get(status, "succeeded")
 
 
 def _infer_triggers(records: list[StepRecord], specs: list[dict], notes: list[str]) -> None:
@@ -571,14 +588,13 @@ def _infer_triggers(records: list[StepRecord], specs: list[dict], notes: list[st
                     failure_at = a.end
 
 
-def _declaration_order(first_seen: list[str], per_step: list[list[str]], listed: list[str], notes: list[str]) -> list[str]:
-    """The targets in an order that keeps every step's own order of its target nodes
-    (Octopus lists them in the order it deploys to them); ties go the machines file's
-    way, else the way they first appear."""
+def _declaration_order(first_seen: list[str], per_step: list[list[str]], notes: list[str]) -> list[str]:
+    """Without the machines reply: the targets in an order that keeps every step's own
+    order of its target nodes (Octopus lists them in the order it deploys to them), ties
+    the way they first appear."""
     import heapq
 
-    place = {t: i for i, t in enumerate(listed)}
-    rank = {t: (place.get(t, len(listed)), i) for i, t in enumerate(first_seen)}
+    rank = {t: i for i, t in enumerate(first_seen)}
     after: dict[str, set[str]] = {t: set() for t in first_seen}
     before_count = {t: 0 for t in first_seen}
     for names in per_step:

@@ -716,23 +716,26 @@ def log_of(record: Record, plan: dict, name: str | None) -> list[Event]:
                 waiting[s] += 1
                 released_by[p].append(s)
 
-    heap: list[tuple[int, int, int, int, int]] = []  # (ns, phase, step, execution, position)
+    # (ns, phase, tie, step, execution, position); `tie` puts an attempt that starts and
+    # ends at one instant before the others starting then: it must have let go of its
+    # target or resource before they took it.
+    heap: list[tuple[int, int, int, int, int, int]] = []
     left = [0] * len(steps)
     for s in range(len(steps)):
         if waiting[s] == 0:
-            heapq.heappush(heap, (decided[s], _DECIDE, s, -1, 0))
+            heapq.heappush(heap, (decided[s], _DECIDE, 0, s, -1, 0))
 
     def terminal(s: int) -> None:
         for d in released_by[s]:
             waiting[d] -= 1
             if waiting[d] == 0:
-                heapq.heappush(heap, (decided[d], _DECIDE, d, -1, 0))
+                heapq.heappush(heap, (decided[d], _DECIDE, 0, d, -1, 0))
 
     seq = 1
     last = 0
     heappop, heappush = heapq.heappop, heapq.heappush
     while heap:
-        ns, phase, s, k, pos = heappop(heap)
+        ns, phase, _, s, k, pos = heappop(heap)
         if ns < last:
             ns = last  # a decision held back by a prerequisite that ended at the same instant
         last = ns
@@ -747,9 +750,11 @@ def log_of(record: Record, plan: dict, name: str | None) -> list[Event]:
             for e, execution in enumerate(step.executions):
                 if execution.attempts:
                     left[s] += 1
-                    heapq.heappush(heap, (max(ns, execution.attempts[0].start), _START, s, e, 0))
+                    first = execution.attempts[0]
+                    at_start = max(ns, first.start)
+                    heapq.heappush(heap, (at_start, _START, 0 if first.end <= at_start else 1, s, e, 0))
             if left[s] == 0:
-                heapq.heappush(heap, (max(ns, finished[s]), _STEP_END, s, -2, 0))
+                heapq.heappush(heap, (max(ns, finished[s]), _STEP_END, 0, s, -2, 0))
         elif k == -2:
             outcome = step.outcome if step.outcome in ("succeeded", "failed", "cancelled") else "succeeded"
             out.append(StepFinished(deployment=dep, seq=seq, at=at(ns), wall=wall_of(ns), step=step.name, outcome=outcome))  # type: ignore[arg-type]
@@ -760,7 +765,7 @@ def log_of(record: Record, plan: dict, name: str | None) -> list[Event]:
             if pos % 2 == 0:
                 out.append(started_event(deployment=dep, seq=seq, at=(ns - t0) / NS, wall=wall_of(ns), step=step.name, target=execution.target, attempt=pos // 2 + 1))
                 end = attempt.end
-                heappush(heap, (end if end > ns else ns, _END, s, k, pos + 1))
+                heappush(heap, (end if end > ns else ns, _END, 0, s, k, pos + 1))
             else:
                 outcome = attempt.outcome
                 out.append(
@@ -771,15 +776,29 @@ def log_of(record: Record, plan: dict, name: str | None) -> list[Event]:
                     )
                 )
                 if pos // 2 + 1 < len(execution.attempts):
-                    heapq.heappush(heap, (max(ns, execution.attempts[pos // 2 + 1].start), _START, s, k, pos + 1))
+                    following = execution.attempts[pos // 2 + 1]
+                    at_start = max(ns, following.start)
+                    heapq.heappush(heap, (at_start, _START, 0 if following.end <= at_start else 1, s, k, pos + 1))
                 else:
                     left[s] -= 1
                     if left[s] == 0:
-                        heapq.heappush(heap, (max(ns, finished[s]), _STEP_END, s, -2, 0))
+                        heapq.heappush(heap, (max(ns, finished[s]), _STEP_END, 0, s, -2, 0))
     seq += 1
     end = max(record.end, last)
     out.append(DeploymentFinished(deployment=dep, seq=seq, at=at(end), wall=wall_of(end), outcome=record.outcome))  # type: ignore[arg-type]
     return out
+
+
+def rules_skip(condition: str, failures: Iterable[int], decided: int) -> bool:
+    """Whether the rules skip a step with `condition` decided at `decided`, given when
+    executions failed for good. A failure at the very instant may have come before or
+    after the decision (one instant holds several passes): either reading will do."""
+    ended = [f for f in failures if f is not None]
+    if condition == "success":
+        return any(f <= decided for f in ended)
+    if condition == "failure":
+        return not any(f < decided for f in ended)
+    return False
 
 
 # --- ready times: the queue model of the CI importers ---------------------------------------

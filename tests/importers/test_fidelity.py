@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.core import Core
+from engine.plan import plan_from_builtins
 from simulator.importers import github, gitlab, jenkins, octopus
 from simulator.importers.record import parse_json, parse_ocl, parse_yaml
 from simulator.replay import replay
@@ -67,3 +69,11 @@ def test_every_importer_reports_its_fidelity_on_every_fixture():
     for tool in ("octopus", "gitlab", "jenkins"):
         assert max(by_tool[tool]) < 1e-9, tool
     assert len(rows) == 11 + 2 + 2 + 4
+
+
+def test_every_imported_log_folds_through_the_core_as_history_import_checks_it():
+    for _, what, imported in cases():
+        for one in imported:
+            events = one.events
+            core = Core(plan_from_builtins(events[0].plan), events[0].deployment).fold(events)
+            assert core.done and core.outcome == one.record.outcome, what
