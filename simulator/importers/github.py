@@ -326,8 +326,17 @@ def convert(docs: list[Doc], workflow: Doc | None = None) -> Imported:
         else:
             deps.append({k for k in range(len(steps)) if k != i and ended[k] <= created[i] and created[k] < created[i]})
     for i, s in enumerate(steps):
-        if s.needs is None:
-            direct = {k for k in deps[i] if not any(k in deps[m] for m in deps[i] if m != k)}
+        if s.needs is None and deps[i]:
+            # Keep the direct ones: k is implied when another job m of the set was created
+            # after k had ended (then m waited for k already). The latest-created m decides.
+            by_created = sorted(deps[i], key=lambda m: created[m], reverse=True)
+            latest = by_created[0]
+            second = created[by_created[1]] if len(by_created) > 1 else None
+            direct = set()
+            for k in deps[i]:
+                c = created[latest] if k != latest else second
+                if c is None or not (ended[k] <= c and created[k] < c):
+                    direct.add(k)
             deps[i] = direct
             if direct:
                 inferred.append(f"{s.name} <- {', '.join(steps[k].name for k in sorted(direct))}")

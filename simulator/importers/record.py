@@ -417,8 +417,14 @@ def parse_time(text: str) -> int | None:
     `2024-05-01T10:00:00.1234567+00:00` -> nanoseconds since the epoch, every digit of
     the fraction kept (up to nanoseconds); None if it is no ISO-8601 time with a date,
     a time and an offset (a time without one is ambiguous)."""
+    known = _TIME_OF.get(text)
+    if known is not None:
+        return known  # one node's end is often the next one's start, to the digit
     fast = _parse_time_fast(text)
     if fast is not None:
+        if len(_TIME_OF) > 500_000:
+            _TIME_OF.clear()
+        _TIME_OF[text] = fast
         return fast
     t = text.strip()
     if "T" not in t and " " not in t:
@@ -444,6 +450,7 @@ def parse_time(text: str) -> int | None:
     return (delta.days * 86400 + delta.seconds) * NS + delta.microseconds * 1000 + fraction
 
 
+_TIME_OF: dict[str, int] = {}
 _SECOND_OF: dict[str, int | None] = {}  # "2026-03-14T19:26:57" -> epoch seconds (None: not a time)
 _OFFSET_OF: dict[str, int | None] = {}  # "+10:00" -> seconds east of UTC (None: not an offset)
 
@@ -734,19 +741,22 @@ def log_of(record: Record, plan: dict, name: str | None) -> list[Event]:
     seq = 1
     last = 0
     heappop, heappush = heapq.heappop, heapq.heappush
+    wall = ""
     while heap:
         ns, phase, _, s, k, pos = heappop(heap)
         if ns < last:
             ns = last  # a decision held back by a prerequisite that ended at the same instant
+        if ns != last or not wall:
+            wall = wall_of(ns)  # one instant, one wall (ends and starts often share it)
         last = ns
         step = steps[s]
         seq += 1
         if k == -1 and phase == _DECIDE:
             if step.outcome == "skipped":
-                out.append(StepSkipped(deployment=dep, seq=seq, at=at(ns), wall=wall_of(ns), step=step.name, reason=step.reason or "skipped in the record"))
+                out.append(StepSkipped(deployment=dep, seq=seq, at=at(ns), wall=wall, step=step.name, reason=step.reason or "skipped in the record"))
                 terminal(s)
                 continue
-            out.append(StepStarted(deployment=dep, seq=seq, at=at(ns), wall=wall_of(ns), step=step.name))
+            out.append(StepStarted(deployment=dep, seq=seq, at=at(ns), wall=wall, step=step.name))
             for e, execution in enumerate(step.executions):
                 if execution.attempts:
                     left[s] += 1
@@ -757,20 +767,20 @@ def log_of(record: Record, plan: dict, name: str | None) -> list[Event]:
                 heapq.heappush(heap, (max(ns, finished[s]), _STEP_END, 0, s, -2, 0))
         elif k == -2:
             outcome = step.outcome if step.outcome in ("succeeded", "failed", "cancelled") else "succeeded"
-            out.append(StepFinished(deployment=dep, seq=seq, at=at(ns), wall=wall_of(ns), step=step.name, outcome=outcome))  # type: ignore[arg-type]
+            out.append(StepFinished(deployment=dep, seq=seq, at=at(ns), wall=wall, step=step.name, outcome=outcome))  # type: ignore[arg-type]
             terminal(s)
         else:
             execution = step.executions[k]
             attempt = execution.attempts[pos // 2]
             if pos % 2 == 0:
-                out.append(started_event(deployment=dep, seq=seq, at=(ns - t0) / NS, wall=wall_of(ns), step=step.name, target=execution.target, attempt=pos // 2 + 1))
+                out.append(started_event(deployment=dep, seq=seq, at=(ns - t0) / NS, wall=wall, step=step.name, target=execution.target, attempt=pos // 2 + 1))
                 end = attempt.end
                 heappush(heap, (end if end > ns else ns, _END, 0, s, k, pos + 1))
             else:
                 outcome = attempt.outcome
                 out.append(
                     finished_event(
-                        deployment=dep, seq=seq, at=(ns - t0) / NS, wall=wall_of(ns), step=step.name, target=execution.target,
+                        deployment=dep, seq=seq, at=(ns - t0) / NS, wall=wall, step=step.name, target=execution.target,
                         attempt=pos // 2 + 1, outcome=outcome,  # type: ignore[arg-type]
                         exit_code=0 if outcome == "succeeded" else 1 if outcome in FAILED else None, error=attempt.error,
                     )
