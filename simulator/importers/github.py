@@ -196,11 +196,12 @@ def _job(r: Reader, raw: Any, p: str, seen_ids: dict[Any, str]) -> Job:
 
 
 class StepSpec:
-    __slots__ = ("name", "jobs", "matrix", "needs", "window", "condition", "key")
+    __slots__ = ("name", "jobs", "matrix", "needs", "window", "condition", "key", "position")
 
-    def __init__(self, name: str, key: str | None):
+    def __init__(self, name: str, key: str | None, position: int | None = None):
         self.name = name
         self.key = key  # the workflow's job id
+        self.position = position  # its place among the workflow's jobs
         self.jobs: list[Job] = []
         self.matrix = False
         self.needs: list[str] | None = None  # workflow job ids; None: unknown
@@ -234,7 +235,7 @@ def _group(jobs: list[Job], workflow: Doc | None, notes: list[str]) -> list[Step
             strategy = spec.get("strategy") if isinstance(spec.get("strategy"), dict) else {}
             matrix = "matrix" in strategy
             parts = _template_parts(display)
-            step = StepSpec(str(job_key) if parts is not None else display, str(job_key))
+            step = StepSpec(str(job_key) if parts is not None else display, str(job_key), len(matchers))
             step.matrix = matrix or parts is not None
             needs = spec.get("needs", [])
             if isinstance(needs, str):
@@ -340,7 +341,7 @@ def convert(docs: list[Doc], workflow: Doc | None = None) -> Imported:
             deps[i] = direct
             if direct:
                 inferred.append(f"{s.name} <- {', '.join(steps[k].name for k in sorted(direct))}")
-    order = _topological(steps, deps, created)
+    order = _topological(steps, deps, created, workflow is not None)
     # Without the workflow, a job that ran after a failure must have had `if: always()`
     # (or failure()): taken as always.
     first_failure = min((j.completed for j in jobs if j.outcome in ("failed", "timed_out")), default=None)
@@ -465,26 +466,33 @@ def convert(docs: list[Doc], workflow: Doc | None = None) -> Imported:
     return finish(scenario, record, notes, file)
 
 
-def _topological(steps: list[StepSpec], deps: list[set[int]], created: list[int]) -> list[int]:
-    """Steps without dependencies first (by creation), then each after its needs."""
+def _topological(steps: list[StepSpec], deps: list[set[int]], created: list[int], by_workflow: bool) -> list[int]:
+    """Each step after its needs; otherwise in the workflow's order of its jobs when it is
+    given, else those without dependencies first, by creation."""
     import heapq
 
     n = len(steps)
+    keys: list[tuple] = []
+    for i, s in enumerate(steps):
+        if by_workflow:
+            keys.append((s.position if s.position is not None else n, created[i]))
+        else:
+            keys.append((0 if not deps[i] else 1, created[i]))
     indegree = [len(d) for d in deps]
     dependents: list[list[int]] = [[] for _ in range(n)]
     for i, d in enumerate(deps):
         for k in d:
             dependents[k].append(i)
-    heap = [(0 if not deps[i] else 1, created[i], i) for i in range(n) if indegree[i] == 0]
+    heap = [(keys[i], i) for i in range(n) if indegree[i] == 0]
     heapq.heapify(heap)
     out = []
     while heap:
-        _, _, i = heapq.heappop(heap)
+        _, i = heapq.heappop(heap)
         out.append(i)
         for m in dependents[i]:
             indegree[m] -= 1
             if indegree[m] == 0:
-                heapq.heappush(heap, (1, created[m], m))
+                heapq.heappush(heap, (keys[m], m))
     if len(out) < n:  # a cycle in the workflow's needs (GitHub refuses those): keep the rest by time
         out += sorted((i for i in range(n) if i not in set(out)), key=lambda i: created[i])
     return out
