@@ -422,34 +422,35 @@ def convert(task: Doc, process: Doc | None = None, process_is_ocl: bool = False,
         targets: list[str] = []
         under: set[str] = set()
         server = inserted or (proc.server if proc is not None else False)
-        machine_children = []
         grandchildren_path = key(p, "Children")
+        machines_seen = False
         for j, craw in enumerate(node.children):
             child = _node(r, craw, grandchildren_path, j)
-            if _is_server(child.name):
-                if not executions and child.start is not None:
-                    executions.append(Execution(None, [Attempt(child.start, child.end or child.start, _attempt_outcome(child.status))]))
+            cname = child.name
+            if _is_server(cname):
+                if not machines_seen and not executions and child.start is not None:
+                    executions.append(Execution(None, [Attempt(child.start, child.end or child.start, _ATTEMPT_OUTCOME[child.status])]))
                 continue
             if inserted:
                 continue  # what Octopus did for it on each machine (uploads): one server step
-            machine_children.append(child)
-        if machine_children and not inserted:
+            if not machines_seen:
+                machines_seen = True
+                executions = []  # machine nodes: the step runs on targets, not on the server
+            if machine_roles is not None and cname not in machine_roles:
+                raise r.bad(key(child.path, "Name"), f"machine {cname!r} is not in {machines[0] if machines else 'the machines file'}")
+            if cname in under:
+                raise r.bad(key(child.path, "Name"), f"machine {cname!r} appears twice under this step")
+            targets.append(cname)
+            under.add(cname)
+            if cname not in seen_targets:
+                seen_targets.add(cname)
+                target_order.append(cname)
+            if child.start is not None and child.status != "Skipped" and child.status != "Pending":
+                executions.append(Execution(cname, [Attempt(child.start, child.end or child.start, _ATTEMPT_OUTCOME[child.status])]))
+            else:
+                executions.append(Execution(cname, []))
+        if machines_seen:
             server = False
-            executions = []
-            for child in machine_children:
-                if machine_roles is not None and child.name not in machine_roles:
-                    raise r.bad(key(child.path, "Name"), f"machine {child.name!r} is not in {machines[0] if machines else 'the machines file'}")
-                if child.name in under:
-                    raise r.bad(key(child.path, "Name"), f"machine {child.name!r} appears twice under this step")
-                targets.append(child.name)
-                under.add(child.name)
-                if child.name not in seen_targets:
-                    seen_targets.add(child.name)
-                    target_order.append(child.name)
-                if child.start is not None and child.status not in ("Skipped", "Pending"):
-                    executions.append(Execution(child.name, [Attempt(child.start, child.end or child.start, _ATTEMPT_OUTCOME[child.status])]))
-                else:
-                    executions.append(Execution(child.name, []))
         elif not executions and outcome != "skipped" and (server or not (proc and proc.roles)):
             server = True
             if node.start is not None:

@@ -36,7 +36,7 @@ from engine.events import (
     StepSkipped,
     StepStarted,
 )
-from engine.plan import plan_to_builtins
+from engine.plan import Duration, Fixed, PerTarget, plan_to_builtins
 from engine.scenario import ScenarioError, resolve
 
 NS = 1_000_000_000
@@ -451,7 +451,7 @@ def parse_time(text: str) -> int | None:
 
 
 _TIME_OF: dict[str, int] = {}
-_SECOND_OF: dict[str, int | None] = {}  # "2026-03-14T19:26:57" -> epoch seconds (None: not a time)
+_MINUTE_OF: dict[str, int | None] = {}  # "2026-03-14T19:26" -> epoch seconds (None: not a time)
 _OFFSET_OF: dict[str, int | None] = {}  # "+10:00" -> seconds east of UTC (None: not an offset)
 
 
@@ -465,11 +465,12 @@ def _cached(cache: dict, key: str, make) -> Any:  # noqa: ANN001
     return value
 
 
-def _second(head: str) -> int | None:
-    if not (head[17:19].isdigit() and head.isascii()):
+def _minute(head: str) -> int | None:
+    """`2026-03-14T19:26` -> its epoch seconds (None: no such minute)."""
+    if not head.isascii():
         return None
     try:
-        when = datetime.fromisoformat(head + "+00:00")
+        when = datetime.fromisoformat(head + ":00+00:00")
     except ValueError:
         return None
     delta = when - _EPOCH
@@ -493,12 +494,13 @@ def _parse_time_fast(t: str) -> int | None:
     general path."""
     if len(t) < 20 or t[10] != "T":
         return None
-    head = t[:19]
-    base = _SECOND_OF.get(head, -1)
-    if base == -1:
-        base = _cached(_SECOND_OF, head, _second)
-    if base is None:
+    minute = _MINUTE_OF.get(t[:16], -1)
+    if minute == -1:
+        minute = _cached(_MINUTE_OF, t[:16], _minute)
+    sec = t[17:19]
+    if minute is None or t[16] != ":" or not (sec.isdigit() and sec.isascii()) or sec > "59":
         return None
+    base = minute + int(sec)
     fraction = 0
     if t[19] == ".":
         n = len(t)
@@ -640,12 +642,37 @@ def fill_durations(scenario: dict, record: Record, notes: list[str]) -> None:
 def finish(scenario: dict, record: Record, notes: list[str], file: str) -> Imported:
     """Fill the durations, resolve the scenario, write the log (see the module docstring)."""
     fill_durations(scenario, record, notes)
-    # Comments (`# field` keys) are only ever beside a step's fields.
-    clean = {**scenario, "steps": [{k: v for k, v in step.items() if not k.startswith("#")} for step in scenario["steps"]]}
+    # The recorded durations (seconds, or seconds per target) are the record's own
+    # numbers: they go into the plan as they are, and resolve checks everything else.
+    # (Comments, `# field` keys, are only ever beside a step's fields.)
+    recorded: dict[str, Duration] = {}
+    steps = []
+    for step in scenario["steps"]:
+        clean = {k: v for k, v in step.items() if not k.startswith("#")}
+        d = clean.get("duration")
+        if isinstance(d, int | float) and not isinstance(d, bool) and d >= 0:
+            recorded[step["name"]] = Fixed(float(d))
+            del clean["duration"]
+        elif isinstance(d, dict) and "dist" not in d and all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in d.values()):
+            default = d.get("default")
+            recorded[step["name"]] = PerTarget(
+                by_target={t: Fixed(float(v)) for t, v in d.items() if t != "default"},
+                default=Fixed(float(default)) if default is not None else None,
+            )
+            del clean["duration"]
+        steps.append(clean)
     try:
-        plan = resolve(clean, file=file)
+        plan = resolve({**scenario, "steps": steps}, file=file)
     except ScenarioError as e:
         raise RecordError(file, "$", f"the record does not make a valid scenario: {e.problems[0].path}: {e.problems[0].message}") from None
+    declared = {t.name for t in plan.targets}
+    for name, d in recorded.items():
+        if isinstance(d, PerTarget) and not set(d.by_target) <= declared | {"server"}:
+            unknown = sorted(set(d.by_target) - declared - {"server"})
+            raise RecordError(file, "$", f"the record does not make a valid scenario: step {name!r} has durations for undeclared targets {unknown}")
+    plan = msgspec.structs.replace(
+        plan, steps=tuple(msgspec.structs.replace(s, duration=recorded[s.name]) if s.name in recorded else s for s in plan.steps)
+    )
     events = log_of(record, plan_to_builtins(plan), plan.name)
     return Imported(scenario=scenario, events=events, notes=notes, record=record)
 

@@ -15,6 +15,10 @@ import and replay together under 10 s.
 
     python tests/bench/bench_replay.py                    # 100k executions
     python tests/bench/bench_replay.py --sizes 10000 100000
+    python tests/bench/bench_replay.py --python /path/to/venv/bin/python   # another install of abreast
+
+abreast runs as `python -P -m abreast`: the install of that interpreter (compiled or
+pure, as `abreast --version` says), not the sources beside this script.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.bench.bench_simulate import TARGETS, build, timed  # noqa: E402
+from tests.bench.bench_simulate import TARGETS, timed  # noqa: E402
 
 
 def scenario(blocks: int, targets: int, seed: int = 1) -> dict:
@@ -64,9 +69,10 @@ def write_octopus(raw: dict, folder: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    ap.add_argument("--python", default=sys.executable, help="the interpreter whose abreast is measured")
     args = ap.parse_args()
-    py = sys.executable
-    print(build(py), flush=True)
+    py = args.python
+    print(subprocess.run([py, "-P", "-m", "abreast", "--version"], capture_output=True, text=True, check=True).stdout.strip(), flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
@@ -74,11 +80,11 @@ def main() -> None:
             folder.mkdir()
             write_octopus(scenario(size // TARGETS, TARGETS), folder)
             megabytes = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
-            imp = [py, "-m", "abreast", "import", "octopus", "--task", str(folder / "task.json"), "--process", str(folder / "process.json"),
+            imp = [py, "-P", "-m", "abreast", "import", "octopus", "--task", str(folder / "task.json"), "--process", str(folder / "process.json"),
                    "--machines", str(folder / "machines.json"), "-o", str(folder / "s.yaml"), "--events", str(folder / "e.jsonl")]
             i_t, i_mem, i_rc = timed(imp, f"{tmp}/i.txt")
-            r_t, r_mem, r_rc = timed([py, "-m", "abreast", "replay", str(folder / "e.jsonl"), "--format", "json"], f"{tmp}/r.json")
-            s_t, _, s_rc = timed([py, "-m", "abreast", "replay", str(folder / "e.jsonl"), "--set", "max_parallel_steps=4", "--format", "json"], f"{tmp}/s.json")
+            r_t, r_mem, r_rc = timed([py, "-P", "-m", "abreast", "replay", str(folder / "e.jsonl"), "--format", "json"], f"{tmp}/r.json")
+            s_t, _, s_rc = timed([py, "-P", "-m", "abreast", "replay", str(folder / "e.jsonl"), "--set", "max_parallel_steps=4", "--format", "json"], f"{tmp}/s.json")
             assert i_rc == r_rc == s_rc == 0, (i_rc, r_rc, s_rc)
             r = json.loads(Path(f"{tmp}/r.json").read_bytes())
             s = json.loads(Path(f"{tmp}/s.json").read_bytes())
