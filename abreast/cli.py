@@ -189,3 +189,4 @@ def advise(
 from abreast import deploy as _deploy  # noqa: E402,F401
 from abreast import history as _history  # noqa: E402,F401
 from abreast import reporting as _reporting  # noqa: E402,F401
+from abreast import histories as _histories  # noqa: E402,F401

@@ -46,7 +46,14 @@ class Triangular(msgspec.Struct, frozen=True, tag_field="dist", tag="triangular"
     high: float
 
 
-Single = Fixed | Lognormal | Normal | Uniform | Triangular
+class Empirical(msgspec.Struct, frozen=True, tag_field="dist", tag="empirical"):
+    """Recorded durations (SPEC §5): a draw picks one of them. Kept sorted, so a draw is
+    the empirical distribution's quantile, like every other distribution's."""
+
+    samples: tuple[float, ...]
+
+
+Single = Fixed | Lognormal | Normal | Uniform | Triangular | Empirical
 
 
 class PerTarget(msgspec.Struct, frozen=True, tag_field="dist", tag="per-target"):
@@ -56,7 +63,7 @@ class PerTarget(msgspec.Struct, frozen=True, tag_field="dist", tag="per-target")
     default: Single | None = None
 
 
-Duration = Fixed | Lognormal | Normal | Uniform | Triangular | PerTarget
+Duration = Fixed | Lognormal | Normal | Uniform | Triangular | Empirical | PerTarget
 
 
 # --- the plan ---------------------------------------------------------------------

@@ -27,6 +27,7 @@ import yaml
 
 from engine.plan import (
     Duration,
+    Empirical,
     Fixed,
     Lognormal,
     Normal,
@@ -535,7 +536,7 @@ def set_field(raw: dict, key: str, value: Any, file: str = "--set") -> str:
 
 _UNIT_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([hms])")
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
-_DISTS: dict[str, type] = {"lognormal": Lognormal, "normal": Normal, "uniform": Uniform, "triangular": Triangular}
+_DISTS: dict[str, type] = {"lognormal": Lognormal, "normal": Normal, "uniform": Uniform, "triangular": Triangular, "empirical": Empirical}
 
 
 # The longest span a scenario may give (about 31.7 years): sums of a million of them stay
@@ -587,6 +588,8 @@ def _parse_single(value: Any, path: str) -> Single:
         cls = _DISTS.get(kind) if isinstance(kind, str) else None
         if cls is None:
             raise _Bad(f"{path}.dist", f"expected one of {', '.join(_DISTS)}, got {kind!r}")
+        if cls is Empirical:
+            return _parse_empirical(value, path)
         params = {k: v for k, v in value.items() if k != "dist"}
         fields = cls.__struct_fields__
         unknown = sorted(set(params) - set(fields))
@@ -597,6 +600,17 @@ def _parse_single(value: Any, path: str) -> Single:
         _check_dist(cls, nums, path)
         return cls(**nums)
     return Fixed(parse_seconds(value, path))
+
+
+def _parse_empirical(value: dict, path: str) -> Empirical:
+    """`{dist: empirical, samples: [...]}`: recorded durations, at least one (SPEC §5)."""
+    unknown = sorted(str(k) for k in value if k not in ("dist", "samples"))
+    if unknown:
+        raise _Bad(path, f"an empirical duration takes exactly samples; unknown {', '.join(unknown)}")
+    samples = value.get("samples")
+    if not isinstance(samples, list) or not samples:
+        raise _Bad(f"{path}.samples", "expected a non-empty list of durations")
+    return Empirical(tuple(sorted(parse_seconds(v, f"{path}.samples[{i}]") for i, v in enumerate(samples))))
 
 
 def _check_dist(cls: type, p: dict[str, float], path: str) -> None:

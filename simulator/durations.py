@@ -12,9 +12,22 @@ from __future__ import annotations
 import math
 from hashlib import blake2b
 from collections.abc import Callable
-from statistics import NormalDist
+from statistics import NormalDist, median
 
-from engine.plan import Duration, Fixed, fan_out, Lognormal, Normal, PerTarget, Plan, Single, Step, Triangular, Uniform
+from engine.plan import (
+    Duration,
+    Empirical,
+    Fixed,
+    fan_out,
+    Lognormal,
+    Normal,
+    PerTarget,
+    Plan,
+    Single,
+    Step,
+    Triangular,
+    Uniform,
+)
 
 _STD_NORMAL = NormalDist()
 _Z95 = _STD_NORMAL.inv_cdf(0.95)
@@ -67,6 +80,9 @@ def _quantile(d: Single, u: float) -> float:
         if u < c:
             return lo + math.sqrt(u * (hi - lo) * (mode - lo))
         return hi - math.sqrt((1 - u) * (hi - lo) * (hi - mode))
+    if isinstance(d, Empirical):
+        n = len(d.samples)
+        return d.samples[min(int(u * n), n - 1)]
     raise TypeError(f"not a duration: {d!r}")
 
 
@@ -142,6 +158,11 @@ class DurationModel:
 
         return fails
 
+    def ending(self, step: Step) -> Callable[[str | None, int], str] | None:
+        """How each attempt of `step` ends, when that is given rather than injected
+        (a replay's recorded outcomes); None: succeeded unless `injector` fails it."""
+        return None
+
     def check(self) -> None:
         """Raise `MissingDuration` naming the first step or target that lacks one."""
         targets = self.plan.targets
@@ -153,3 +174,71 @@ class DurationModel:
                     self.single(step, targets[i].name)
             elif fanned:
                 self.single(step, None)
+
+
+# step -> target (None: the server) -> (seconds, outcome) of each attempt, in attempt order
+Attempts = dict[str, dict[str | None, list[tuple[float, str]]]]
+# (step, target, attempt, seconds, basis) of an attempt that had no record
+Estimate = tuple[str, str | None, int, float, str]
+
+
+class Recorded(DurationModel):
+    """A recorded history's durations and outcomes, for replay (SPEC §5).
+
+    Attempt n of an execution takes exactly as long as its recorded attempt n and ends as
+    it did. An attempt beyond the recorded ones succeeds and takes as long as the last
+    recorded one; an execution with no recorded attempt succeeds and takes the median of
+    its step's recorded attempts, else the scenario's duration (a keyed draw, as in a
+    simulation). Each attempt that had no record is appended to `estimated` as it starts.
+    Failures are never injected: the record says which attempts failed."""
+
+    def __init__(self, plan: Plan, attempts: Attempts, seed: int = 0):
+        super().__init__(plan, seed)
+        self.attempts = attempts
+        self.estimated: list[Estimate] = []
+
+    def check(self) -> None:
+        """Nothing to check up front: only an execution without a record that runs needs
+        the scenario's duration, and `MissingDuration` is raised when it starts."""
+
+    def sampler(self, step: Step) -> Callable[[str | None, int], float]:
+        recorded = self.attempts.get(step.name, {})
+        seconds = [d for tries in recorded.values() for d, _ in tries]
+        typical = median(seconds) if seconds else None
+        estimated = self.estimated
+        name = step.name
+        written: list[Callable[[str | None, int], float]] = []  # the scenario's, made when first needed
+
+        def duration(target: str | None, attempt: int) -> float:
+            tries = recorded.get(target)
+            if tries is not None:
+                if attempt <= len(tries):
+                    return tries[attempt - 1][0]
+                d = tries[-1][0]
+                basis = "as long as its last recorded attempt"
+            elif typical is not None:
+                d = typical
+                basis = f"the median of the step's {len(seconds)} recorded attempts"
+            else:
+                if not written:
+                    written.append(DurationModel.sampler(self, step))
+                d = written[0](target, attempt)
+                basis = "the scenario's duration (the step has no recorded attempt)"
+            estimated.append((name, target, attempt, d, basis))
+            return d
+
+        return duration
+
+    def injector(self, step: Step) -> Callable[[str | None, int], bool] | None:
+        return None
+
+    def ending(self, step: Step) -> Callable[[str | None, int], str] | None:
+        recorded = self.attempts.get(step.name, {})
+
+        def outcome(target: str | None, attempt: int) -> str:
+            tries = recorded.get(target)
+            if tries is not None and attempt <= len(tries):
+                return tries[attempt - 1][1]
+            return "succeeded"
+
+        return outcome

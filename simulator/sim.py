@@ -30,6 +30,7 @@ INJECTED = "injected failure (simulation)"
 # The loop offers Python a chance to handle a signal (Ctrl-C) after about this many
 # completions (or instants): compiled, it would otherwise never stop (engine/_native.py).
 CHECKPOINT_EVERY = 1024
+RECORDED = "as recorded (replay)"
 
 
 @dataclass
@@ -75,6 +76,7 @@ def run(
     exec_targets = core.exec_targets
     samplers = [model.sampler(s) for s in plan.steps]
     injectors = [model.injector(s) for s in plan.steps]
+    endings = [model.ending(s) for s in plan.steps]
     timeouts = [s.timeout for s in plan.steps]
     heap: list[tuple[float, int, int, int, int, str]] = []
     push = heapq.heappush
@@ -99,8 +101,12 @@ def run(
             if limit is not None and d > limit:
                 push(heap, (round(now + limit, 9), order, s, k, attempt, "timed_out"))
             else:
-                inject = injectors[s]
-                outcome = "failed" if inject is not None and inject(target, attempt) else "succeeded"
+                ending = endings[s]
+                if ending is not None:
+                    outcome = ending(target, attempt)
+                else:
+                    inject = injectors[s]
+                    outcome = "failed" if inject is not None and inject(target, attempt) else "succeeded"
                 push(heap, (round(now + d, 9), order, s, k, attempt, outcome))
 
     # The loop allocates millions of short-lived objects and creates no cycles: the
@@ -151,8 +157,10 @@ def _loop(core, heap, emit, schedule, timeouts) -> None:  # noqa: ANN001 - run()
                 emit(finish(s, k, attempt, "succeeded", now, 0))
             elif outcome == "failed":
                 emit(finish(s, k, attempt, "failed", now, 1, INJECTED))
-            else:
+            elif outcome == "timed_out":
                 emit(finish(s, k, attempt, "timed_out", now, None, f"attempt ran longer than the timeout of {timeouts[s]:g}s"))
+            else:  # a recorded ending a simulation never injects (cancelled, interrupted)
+                emit(finish(s, k, attempt, outcome, now, None, RECORDED))
         emit(advance(now))
         schedule(now)
 

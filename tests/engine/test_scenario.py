@@ -135,7 +135,7 @@ BAD = [
     ("fails target on a server step", "targets: [{name: t1, roles: [x]}]\nsteps: [{name: a, fails: {t1: 1}}]", "bad.yaml: $.steps[0].fails.t1: expected 'server' or '*' (this step has no roles), got 't1'"),
     ("unparsable duration", "steps: [{name: a, duration: 3 fortnights}]", "bad.yaml: $.steps[0].duration: expected seconds or a duration like '90s', '2m', '1h30m', got '3 fortnights'"),
     ("negative duration", "steps: [{name: a, duration: -4}]", "bad.yaml: $.steps[0].duration: expected seconds >= 0, got -4.0"),
-    ("unknown distribution", "steps: [{name: a, duration: {dist: weibull}}]", "bad.yaml: $.steps[0].duration.dist: expected one of lognormal, normal, uniform, triangular, got 'weibull'"),
+    ("unknown distribution", "steps: [{name: a, duration: {dist: weibull}}]", "bad.yaml: $.steps[0].duration.dist: expected one of lognormal, normal, uniform, triangular, empirical, got 'weibull'"),
     ("duration for an unknown target", "steps: [{name: a, duration: {nope: 3}}]", "bad.yaml: $.steps[0].duration.nope: expected a target name, 'server' or 'default', got 'nope'"),
     ("empty file", "", "bad.yaml: $: the file is empty: expected a scenario with `steps`"),
     ("no steps", "name: x", "bad.yaml: $: object missing required field `steps`"),
