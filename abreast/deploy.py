@@ -85,17 +85,28 @@ def _drive(core, store, plan, options: dict, log_format: LogFormat, verbose: boo
 
     silent = False
 
+    def guarded(show):  # noqa: ANN001, ANN202
+        """Whatever shows progress stops quietly if the terminal went away (SIGHUP):
+        the deployment goes on, recorded."""
+
+        def call(*args) -> None:  # noqa: ANN002
+            nonlocal silent
+            if silent:
+                return
+            try:
+                show(*args)
+            except OSError:
+                silent = True
+
+        return call
+
+    @guarded
     def on_events(events) -> None:  # noqa: ANN001
-        nonlocal last_draw, silent
-        if silent:
-            return
-        try:
-            log_events(events)
-            if live is not None and time.monotonic() - last_draw > 0.2:
-                last_draw = time.monotonic()
-                live.update(events)
-        except OSError:
-            silent = True  # the terminal went away (SIGHUP): the deployment goes on, recorded
+        nonlocal last_draw
+        log_events(events)
+        if live is not None and time.monotonic() - last_draw > 0.2:
+            last_draw = time.monotonic()
+            live.update(events)
 
     workdir = Path(plan.source).parent if plan.source else Path.cwd()
     # Commands run in the scenario's folder (SPEC §2); the orchestrator works there too,
@@ -106,17 +117,17 @@ def _drive(core, store, plan, options: dict, log_format: LogFormat, verbose: boo
     except OSError as e:
         bad_input(f"{plan.source}: cannot enter the scenario's folder {workdir}: {e.strerror}")
     scale = options.get("speed", 1.0) if options.get("dry_run", False) else 1.0
+    @guarded
     def on_orphans(groups: int) -> None:
         logger().warning(
             "orphans.stopped", deployment=core.deployment, process_groups=groups,
             note="what was left of attempts whose outcome was not recorded was stopped before they run again",
         )
 
+    @guarded
     def on_adopted(how: str, step: str, target: str | None, attempt: int) -> None:
-        if silent or quiet:
-            return
-        level = logger().warning if how == "unknown" else logger().info
-        level("execution.adopted", deployment=core.deployment, step=step, target=target, attempt=attempt, found=how)
+        log = logger().warning if how == "unknown" else logger().info
+        log("execution.adopted", deployment=core.deployment, step=step, target=target, attempt=attempt, found=how)
 
     # A real run gathers only the completions that are already in when it looks; a dry
     # run models time, and gathers what falls on one instant (1e-9 s) like the simulator.
@@ -131,8 +142,11 @@ def _drive(core, store, plan, options: dict, log_format: LogFormat, verbose: boo
         if live is None:
             outcome = trio.run(adapter_for.closing, runtime.run, True)
         else:
-            with live:
+            live.__enter__()
+            try:
                 outcome = trio.run(adapter_for.closing, runtime.run, True)
+            finally:
+                guarded(lambda: live.__exit__(None, None, None))()
     finally:
         from abreast import signals
 

@@ -546,3 +546,32 @@ def test_kill_9_at_random_moments_many_times(tmp_path):
         kills, _ = crash_and_resume_until_done(folder, seed)
         total += kills
     assert total >= 32
+
+
+def test_closing_the_terminal_cancels_cleanly_even_with_the_live_view_on_it(tmp_path):
+    # abreast on a terminal of its own (the live view draws on it); the terminal closes:
+    # SIGHUP, and every write to it fails from then on. The log must still end cancelled.
+    import pty
+
+    scenario(tmp_path, {"steps": [{"name": "slow", "run": "echo $$ > pid; sleep 60"}, {"name": "after", "run": "touch after-ran"}]})
+    pid, master = pty.fork()
+    if pid == 0:  # the child: its controlling terminal is the pty
+        os.chdir(tmp_path)
+        os.execve(sys.executable, [sys.executable, "-m", "abreast", "run", "deploy.yaml", "--id", "hup"], env_for(tmp_path))
+    try:
+        deadline = time.monotonic() + 30
+        while not ((tmp_path / "pid").exists() and (tmp_path / "pid").read_text().strip()):
+            assert time.monotonic() < deadline
+            try:
+                os.read(master, 65536)  # let it draw
+            except OSError:
+                break
+            time.sleep(0.05)
+        command = int((tmp_path / "pid").read_text())
+    finally:
+        os.close(master)  # the terminal goes away: the kernel sends SIGHUP
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 130
+    events = events_of(tmp_path / ".abreast" / "abreast.db", "hup")
+    assert events[-1].outcome == "cancelled" and not (tmp_path / "after-ran").exists()
+    wait_for(lambda: not alive(command), timeout=10)
