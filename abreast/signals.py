@@ -2,8 +2,8 @@
 
 The entry point (`abreast.__main__.main`) installs `early_exit` before it imports
 anything slow. Until the runtime takes the signals over (it does so before it writes
-the deployment's first event), a signal ends the process at once with exit 130: no
-event was written and nothing ran. From then on the runtime turns them into a clean
+anything: the first event of `run`, the takeover of `resume`), a signal ends the
+process at once with exit 130: nothing was written and nothing ran. From then on the runtime turns them into a clean
 cancel (engine/runtime.py); when it gives them back the log is complete, and
 `settle()` makes them harmless for the last moments of the process.
 """
@@ -20,7 +20,7 @@ COMMANDS = ("run", "resume")
 
 def early_exit(signum: int, frame: object) -> None:
     try:
-        os.write(2, b"abreast: cancelled before the deployment's first event; nothing was recorded\n")
+        os.write(2, b"abreast: cancelled before anything was recorded\n")
     except OSError:
         pass  # no terminal any more (SIGHUP)
     os._exit(130)

@@ -71,8 +71,9 @@ def utc_now() -> str:
 
 
 class CancelledBeforeStart(Exception):
-    """A cancel (a signal) came before the deployment's first event: nothing was
-    written and nothing ran."""
+    """A cancel (a signal) came before this run wrote anything (for `run`, the
+    deployment's first event; for a resume, its takeover): nothing was written and
+    nothing ran; a deployment being resumed stays as it was."""
 
 
 class Completion:
@@ -215,7 +216,7 @@ class Runtime:
                 await nursery.start(self._watch_signals)
                 await trio.sleep(0)  # a signal already delivered is seen before anything is written
             try:
-                if self._cancel_requested and not core.started:
+                if self._cancel_requested:  # before this run wrote anything (a resume too)
                     nursery.cancel_scope.cancel()
                 else:
                     started = True
@@ -226,7 +227,7 @@ class Runtime:
         if self._failure is not None:
             raise self._failure
         if not started:
-            raise CancelledBeforeStart("cancelled before the deployment's first event: nothing was recorded")
+            raise CancelledBeforeStart("cancelled before anything was recorded")
         assert core.outcome is not None
         return core.outcome
 

@@ -352,3 +352,14 @@ async def test_output_reaches_the_store_while_the_attempt_runs_and_once_only_aft
     core = Core(plan, "d").fold(log)
     await Runtime(core, crashed_store, lambda t: Talker(), ROOT, wall_clock=lambda: None, resume_at=9.0, log=log).run()
     assert [(o.n, o.line) for o in crashed_store.output("d")] == [(1, "line 1"), (2, "line 2"), (3, "line 3"), (4, "line 4")]
+
+
+async def test_a_cancel_before_a_resume_takes_over_leaves_the_deployment_as_it_was(autojump_clock):
+    plan = plan_of(FLEET)
+    store = MemoryStore()
+    log = crashed(plan, store)
+    runtime = Runtime(Core(plan, "d").fold(log), store, lambda t: Records(), ROOT, wall_clock=lambda: None, resume_at=10.0, log=log)
+    runtime.cancel()
+    with pytest.raises(CancelledBeforeStart):
+        await runtime.run(handle_signals=True)
+    assert store.read("d") == log and store.owner("d").token == "dead0000"
