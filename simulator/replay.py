@@ -90,6 +90,7 @@ class History(msgspec.Struct):
     recorded_outcome: str
     attempts: Attempts
     seed: int
+    cancelled_at: float | None = None  # a cancelled deployment: when it was cancelled
 
 
 def read_history(events: Sequence[Event], name: str = "history") -> History:
@@ -110,6 +111,13 @@ def read_history(events: Sequence[Event], name: str = "history") -> History:
             raise HistoryError(f"{name}: {row.step!r} on {row.target or 'the server'} attempt {row.attempt} never finished")
         attempts.setdefault(row.step, {}).setdefault(row.target, []).append((row.end - row.start, row.outcome))
     seed = first.options.get("seed", 0) if isinstance(first.options, dict) else 0
+    cancelled_at = None
+    if report.outcome == "cancelled":
+        # The first sign of it: a step ended cancelled that never started, or an attempt
+        # ended cancelled; else the end of the record.
+        signs = [row.end for row in report.rows if row.outcome == "cancelled" and row.end is not None]
+        signs += [step.end for step in report.steps.values() if step.outcome == "cancelled" and step.start is None and step.end is not None]
+        cancelled_at = min(signs, default=report.makespan)
     return History(
         deployment=first.deployment,
         scenario=first.scenario,
@@ -118,13 +126,15 @@ def read_history(events: Sequence[Event], name: str = "history") -> History:
         recorded_outcome=report.outcome,
         attempts=attempts,
         seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else 0,
+        cancelled_at=cancelled_at,
     )
 
 
-def replay_plan(plan: Plan, attempts: Attempts, seed: int = 0) -> tuple[float, str, list[Estimated]]:
-    """Replay the recorded attempts under `plan`: makespan, outcome, estimated attempts."""
+def replay_plan(plan: Plan, attempts: Attempts, seed: int = 0, cancelled_at: float | None = None) -> tuple[float, str, list[Estimated]]:
+    """Replay the recorded attempts under `plan`: makespan, outcome, estimated attempts.
+    A deployment that was cancelled is cancelled at the same instant."""
     model = Recorded(plan, attempts, seed)
-    report = run(plan, seed, model=model, report=False)
+    report = run(plan, seed, model=model, report=False, cancel_at=cancelled_at)
     assert report.makespan is not None and report.outcome is not None
     estimated = [Estimated(step, target, attempt, seconds, basis) for step, target, attempt, seconds, basis in model.estimated]
     return report.makespan, report.outcome, estimated
@@ -136,7 +146,7 @@ def replay(events: Sequence[Event], axes: Sequence[Axis] = (), name: str = "hist
     execution without a record has no duration in the scenario either)."""
     history = read_history(events, name)
     plan = history.plan
-    makespan, outcome, estimated = replay_plan(plan, history.attempts, history.seed)
+    makespan, outcome, estimated = replay_plan(plan, history.attempts, history.seed, history.cancelled_at)
     recorded = history.recorded_makespan
     fidelity = abs(makespan - recorded) / recorded if recorded > 0 else (0.0 if makespan == 0 else None)
     rows = []
@@ -144,7 +154,7 @@ def replay(events: Sequence[Event], axes: Sequence[Axis] = (), name: str = "hist
         raw = raw_of(plan)
         for settings in combinations(axes):
             row_plan = plan_for(raw, settings, name)
-            row_makespan, row_outcome, row_estimated = replay_plan(row_plan, history.attempts, history.seed)
+            row_makespan, row_outcome, row_estimated = replay_plan(row_plan, history.attempts, history.seed, history.cancelled_at)
             rows.append(ReplayRow(settings, row_makespan, row_outcome, round(recorded - row_makespan, 9), row_estimated))
     found, more = disagreements(plan, events)
     return Replay(

@@ -63,10 +63,13 @@ def run(
     sink: Callable[[list[Event]], None] | None = None,
     model: DurationModel | None = None,
     report: bool = True,
+    cancel_at: float | None = None,
 ) -> Report:
     """Simulate one deployment of `plan`; return its report. `sink` sees every batch of
     events as it is produced (to write them out, for instance). With `report=False`
-    only the outcome and makespan are kept (no rows): the sequential baseline needs no more."""
+    only the outcome and makespan are kept (no rows): the sequential baseline needs no more.
+    `cancel_at` cancels the deployment at that instant (a replay of a cancelled record):
+    nothing new starts; what runs ends as the model says."""
     model = model or DurationModel(plan, seed)
     model.check()
     core = Core(plan, deployment)
@@ -114,7 +117,7 @@ def run(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        _loop(core, heap, emit, schedule, timeouts)
+        _loop(core, heap, emit, schedule, timeouts, cancel_at)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -128,7 +131,7 @@ def _ignore(events: list[Event]) -> None:
     pass
 
 
-def _loop(core, heap, emit, schedule, timeouts) -> None:  # noqa: ANN001 - run()'s locals
+def _loop(core, heap, emit, schedule, timeouts, cancel_at) -> None:  # noqa: ANN001 - run()'s locals
     pop = heapq.heappop
     finish = core.finish
     advance = core.advance
@@ -148,8 +151,12 @@ def _loop(core, heap, emit, schedule, timeouts) -> None:  # noqa: ANN001 - run()
                 now = wake
         elif wake is not None:
             now = wake
+        elif cancel_at is not None:
+            now = cancel_at
         else:  # cannot happen while the core's invariants hold
             raise RuntimeError("simulation stalled: nothing running and nothing due")
+        if cancel_at is not None and cancel_at < now:
+            now = cancel_at
         while heap and heap[0][0] == now:
             _, _, s, k, attempt, outcome = pop(heap)
             countdown -= 1
@@ -161,7 +168,12 @@ def _loop(core, heap, emit, schedule, timeouts) -> None:  # noqa: ANN001 - run()
                 emit(finish(s, k, attempt, "timed_out", now, None, f"attempt ran longer than the timeout of {timeouts[s]:g}s"))
             else:  # a recorded ending a simulation never injects (cancelled, interrupted)
                 emit(finish(s, k, attempt, outcome, now, None, RECORDED))
-        emit(advance(now))
+        if cancel_at is not None and now == cancel_at:
+            # The completions of this instant came first; the cancellation takes the pass.
+            emit(core.cancel(now))
+            cancel_at = None
+        else:
+            emit(advance(now))
         schedule(now)
 
 

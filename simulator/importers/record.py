@@ -543,10 +543,6 @@ def wall_of(ns: int) -> str:
     return f"{prefix}{sec:02d}.{rest:09d}Z"
 
 
-def seconds(ns: int) -> float:
-    return ns / NS
-
-
 # --- the record ---------------------------------------------------------------------------
 
 

@@ -154,6 +154,34 @@ def test_an_interrupted_attempt_is_replayed_as_it_was_recorded():
     assert (result.recorded_makespan, result.makespan, result.outcome) == (7.0, 7.0, "succeeded")
 
 
+async def test_a_cancelled_deployment_is_cancelled_at_the_same_instant_in_the_replay(autojump_clock):
+    import trio
+
+    from engine.runtime import Runtime
+    from engine.store import MemoryStore
+    from tests.engine.test_runtime import ROOT, dry
+
+    plan = plan_of("""
+        targets: [{name: t1, roles: [x]}, {name: t2, roles: [x]}]
+        steps:
+          - {name: long, roles: [x], duration: 100, window: 1}
+          - {name: never, duration: 1}
+    """)
+    store = MemoryStore()
+    runtime = Runtime(Core(plan, "d"), store, dry(plan), ROOT, wall_clock=lambda: None)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runtime.run)
+        await trio.sleep(30)
+        runtime.cancel()
+    result = replay(store.read("d"), parse_axes(["steps.long.window=2"]))
+    assert (result.recorded_makespan, result.recorded_outcome, result.makespan, result.outcome) == (30.0, "cancelled", 30.0, "cancelled")
+    # Both targets at once: t2 has no record and takes the step's median (30 s); the
+    # operator still cancels at 30 s, and `never` never starts.
+    (row,) = result.rows
+    assert (row.makespan, row.outcome) == (30.0, "cancelled")
+    assert [(e.target, e.seconds) for e in row.estimated] == [("t2", 30.0)]
+
+
 def test_a_history_that_has_not_finished_cannot_be_replayed():
     events = simulated(plan_of(SEED))[:-3]
     with pytest.raises(HistoryError, match="has not finished"):
