@@ -22,7 +22,8 @@ SCENARIO_SUFFIXES = (".yaml", ".yml", ".toml", ".json")
         "  abreast report scenarios/web-farm-rolling.yaml -o web-farm.html\n\n"
         "  abreast report deploy.yaml -o grid.html --set max_parallel_targets=2,5,10 --set target_isolation=exclusive,shared\n\n"
         "  abreast report 20261127-101500-3fa2c1 -o release-42.html --db .abreast/abreast.db\n\n"
-        "  abreast report release-42.jsonl -o release-42.html"
+        "  abreast report release-42.jsonl -o release-42.html\n\n"
+        "  abreast report release-42.jsonl -o replayed.html --set max_parallel_targets=1,10"
     )
 )
 def report(
@@ -36,7 +37,8 @@ def report(
             "--set",
             metavar="KEY=V1,V2,...",
             help="With a scenario: one value overrides a setting (as in simulate); several values make a what-if grid "
-            "whose rows are drawn side by side. Repeatable; the first varies slowest.",
+            "whose rows are drawn side by side. With a recorded deployment: each combination is a row, replayed with "
+            "the recorded durations (as in replay). Repeatable; the first varies slowest.",
         ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="With a scenario: the seed for sampled durations and failures (default 0).")] = None,
