@@ -91,6 +91,7 @@ class WhatIfRow(msgspec.Struct):
     arrangement: Arrangement
     savings_vs_reference: float  # + faster than the page's main arrangement
     anomaly: str | None = None
+    estimated: int = 0  # a replayed row: attempts the record had no duration for
 
 
 class Page(msgspec.Struct):
@@ -337,14 +338,26 @@ def _whatif(page: Page) -> str:
         table.append(
             f"<tr{cls}><td>{'★' if i == best else ''}</td>{cells}<td>{_e(seconds(a.makespan))}</td><td>{_e(seconds(seq))}</td>"
             f"<td>{saved}</td><td>{_e(vs_text)}</td><td>{_e(seconds(a.lower_bound.value) if a.lower_bound else '-')}</td>"
-            f'<td><span class="o o-{_e(a.outcome)}">{_e(a.outcome)}</span></td><td class="warn">{_e("⚠ " + r.anomaly) if r.anomaly else ""}</td></tr>'
+            f'<td><span class="o o-{_e(a.outcome)}">{_e(a.outcome)}</span></td><td class="warn">{_e(_row_warning(r))}</td></tr>'
         )
     table.append("</tbody></table>")
     note = (
         f'<p class="dim">★ the fastest row. saved: against the same process run one step after another; '
-        f"vs {_e(page.main.label)}: - faster, + slower. Every row sees the same sampled durations.</p>"
+        f"vs {_e(page.main.label)}: - faster, + slower. "
+        + (
+            "Every row sees the same sampled durations.</p>"
+            if page.seed is not None
+            else "Every row replays the recorded durations and outcomes; an attempt the record has no time for is estimated.</p>"
+        )
     )
     return '<section id="whatif"><h2>What if</h2>' + "".join(svg) + "".join(table) + note + "</section>"
+
+
+def _row_warning(r: WhatIfRow) -> str:
+    parts = ["⚠ " + r.anomaly] if r.anomaly else []
+    if r.estimated:
+        parts.append(f"≈ {r.estimated} attempt{'s' if r.estimated != 1 else ''} estimated (no recorded duration)")
+    return "; ".join(parts)
 
 
 def _legend(arrangements: list[Arrangement]) -> str:

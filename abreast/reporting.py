@@ -22,7 +22,8 @@ SCENARIO_SUFFIXES = (".yaml", ".yml", ".toml", ".json")
         "  abreast report scenarios/web-farm-rolling.yaml -o web-farm.html\n\n"
         "  abreast report deploy.yaml -o grid.html --set max_parallel_targets=2,5,10 --set target_isolation=exclusive,shared\n\n"
         "  abreast report 20261127-101500-3fa2c1 -o release-42.html --db .abreast/abreast.db\n\n"
-        "  abreast report release-42.jsonl -o release-42.html"
+        "  abreast report release-42.jsonl -o release-42.html\n\n"
+        "  abreast report release-42.jsonl -o replayed.html --set max_parallel_targets=1,10"
     )
 )
 def report(
@@ -36,7 +37,8 @@ def report(
             "--set",
             metavar="KEY=V1,V2,...",
             help="With a scenario: one value overrides a setting (as in simulate); several values make a what-if grid "
-            "whose rows are drawn side by side. Repeatable; the first varies slowest.",
+            "whose rows are drawn side by side. With a recorded deployment: each combination is a row, replayed with "
+            "the recorded durations (as in replay). Repeatable; the first varies slowest.",
         ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="With a scenario: the seed for sampled durations and failures (default 0).")] = None,
@@ -53,11 +55,9 @@ def report(
     if kind == "scenario":
         page = _from_scenario(Path(source), set_ or [], seed if seed is not None else 0)
     else:
-        if set_:
-            bad_input(f"{source}: --set re-simulates a scenario file; a recorded deployment is re-simulated by `abreast replay`")
         if seed is not None:
             bad_input(f"{source}: --seed applies to a scenario file; a recorded deployment has its own durations")
-        page = _from_history(Path(source)) if kind == "history" else _from_store(db, source)
+        page = _from_history(Path(source), set_ or []) if kind == "history" else _from_store(db, source, set_ or [])
     text = htmlreport.build(page)
     try:
         output.write_text(text, encoding="utf-8")
@@ -160,7 +160,7 @@ def _whatif_rows(rows, axes, main):  # noqa: ANN001, ANN202
     ]
 
 
-def _from_store(db: Path | None, deployment: str):  # noqa: ANN202 - htmlreport.Page
+def _from_store(db: Path | None, deployment: str, sets: list[str]):  # noqa: ANN202 - htmlreport.Page
     from abreast import htmlreport
     from engine.store import StoreError, default_db_path, open_store
 
@@ -181,10 +181,11 @@ def _from_store(db: Path | None, deployment: str):  # noqa: ANN202 - htmlreport.
     outputs: dict[tuple[str, str | None, int], list[str]] = {}
     for o in lines:
         outputs.setdefault((o.step, o.target, o.attempt), []).append(o.line)
-    return _recorded(events, f"deployment {deployment} in {path}", str(path), {k: htmlreport.tail(v) for k, v in outputs.items()})
+    outputs_tail = {k: htmlreport.tail(v) for k, v in outputs.items()}
+    return _recorded(events, f"deployment {deployment} in {path}", str(path), outputs_tail, sets)
 
 
-def _from_history(path: Path):  # noqa: ANN202 - htmlreport.Page
+def _from_history(path: Path, sets: list[str]):  # noqa: ANN202 - htmlreport.Page
     from engine.events import EventFormatError, from_jsonl
 
     try:
@@ -194,11 +195,12 @@ def _from_history(path: Path):  # noqa: ANN202 - htmlreport.Page
         bad_input(f"{path}: cannot read: {e.strerror}")
     except EventFormatError as e:
         bad_input(str(e))
-    return _recorded(events, f"history {path}", str(path), None)
+    return _recorded(events, f"history {path}", str(path), None, sets)
 
 
-def _recorded(events: list, described: str, where: str, outputs):  # noqa: ANN001, ANN202
-    """A page of a recorded log, checked first: it must fold through the core."""
+def _recorded(events: list, described: str, where: str, outputs, sets: list[str]):  # noqa: ANN001, ANN202
+    """A page of a recorded log, checked first: it must fold through the core. With
+    --set, every combination is a row: the log replayed under it (`simulator.replay`)."""
     import msgspec
 
     from abreast import htmlreport
@@ -235,6 +237,10 @@ def _recorded(events: list, described: str, where: str, outputs):  # noqa: ANN00
         except MissingDuration:
             pass
     main = htmlreport.arrangement_of(plan, events, "as recorded", sequential_makespan=sequential, note=note)
+    rows, axes = [], []
+    if sets:
+        axes, rows = _replayed(events, sets, where, main)
+        described += f"; replayed with its recorded durations: {len(rows)} arrangements"
     return htmlreport.Page(
         plan=plan,
         main=main,
@@ -242,4 +248,41 @@ def _recorded(events: list, described: str, where: str, outputs):  # noqa: ANN00
         title=plan.name or first.scenario,
         deployment=first.deployment,
         outputs=outputs,
+        rows=rows,
+        axes=[a.key for a in axes],
     )
+
+
+def _replayed(events: list, sets: list[str], where: str, main):  # noqa: ANN001, ANN202
+    """The log replayed under each --set combination, as `abreast replay` does, with each
+    row's events kept to draw (and the sequential makespan replayed the same way)."""
+    from abreast import htmlreport
+    from engine.scenario import ScenarioError
+    from simulator.durations import MissingDuration
+    from simulator.replay import HistoryError, raw_of, read_history, replay_plan
+    from simulator.whatif import combinations, parse_axes, plan_for
+
+    arranged = []
+    estimated: list[int] = []
+    try:
+        history = read_history(events, where)
+        axes = parse_axes(sets, file="--set")
+        raw = raw_of(history.plan)
+        for settings in combinations(axes):
+            plan = plan_for(raw, settings, where)
+            log: list = []
+            _, _, guessed = replay_plan(plan, history.attempts, history.seed, history.cancelled_at, sink=log.extend)
+            sequential = replay_plan(plan.sequential(), history.attempts, history.seed, history.cancelled_at)[0]
+            label = ", ".join(f"{k}={v}" for k, v in settings.items())
+            arranged.append((settings, htmlreport.arrangement_of(plan, log, label, sequential_makespan=sequential, settings=settings)))
+            estimated.append(len(guessed))
+    except HistoryError as e:
+        bad_input(str(e))
+    except ScenarioError as e:
+        bad_input(f"error: {e}")
+    except MissingDuration as e:
+        bad_input(f"{where}: {e}: the record has no attempt of it either; give it one with --set 'steps.NAME.duration=30s'")
+    rows = _whatif_rows(arranged, axes, main)
+    for row, n in zip(rows, estimated, strict=True):
+        row.estimated = n
+    return axes, rows

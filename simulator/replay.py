@@ -19,7 +19,7 @@ says where the record and the rules part.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -130,11 +130,18 @@ def read_history(events: Sequence[Event], name: str = "history") -> History:
     )
 
 
-def replay_plan(plan: Plan, attempts: Attempts, seed: int = 0, cancelled_at: float | None = None) -> tuple[float, str, list[Estimated]]:
+def replay_plan(
+    plan: Plan,
+    attempts: Attempts,
+    seed: int = 0,
+    cancelled_at: float | None = None,
+    sink: Callable[[list[Event]], None] | None = None,
+) -> tuple[float, str, list[Estimated]]:
     """Replay the recorded attempts under `plan`: makespan, outcome, estimated attempts.
-    A deployment that was cancelled is cancelled at the same instant."""
+    A deployment that was cancelled is cancelled at the same instant. `sink` sees the
+    replayed events as they are made (a report draws them)."""
     model = Recorded(plan, attempts, seed)
-    report = run(plan, seed, model=model, report=False, cancel_at=cancelled_at)
+    report = run(plan, seed, model=model, report=False, cancel_at=cancelled_at, sink=sink)
     assert report.makespan is not None and report.outcome is not None
     estimated = [Estimated(step, target, attempt, seconds, basis) for step, target, attempt, seconds, basis in model.estimated]
     return report.makespan, report.outcome, estimated

@@ -319,6 +319,67 @@ def test_a_history_file_from_a_simulation(tmp_path):
         visit.assert_clean(page_file.resolve().as_uri())
 
 
+def test_a_recorded_history_replayed_under_a_grid_beside_its_recorded_timeline(tmp_path):
+    # A simulation's history records every attempt (failures and retries too), so replaying
+    # it under other settings is the same as simulating the scenario under them: the
+    # durations and failures are drawn by (step, target, attempt), whatever the order.
+    history = tmp_path / "farm.jsonl"
+    assert abreast("simulate", str(WEB_FARM), "--set", FLAKY, "--events", str(history)).returncode == 0
+    page_file = tmp_path / "replayed.html"
+    p = abreast("report", str(history), "-o", str(page_file), "--set", "max_parallel_targets=1,10")
+    assert p.returncode == 0, p.stderr
+    replayed = json.loads(abreast("replay", str(history), "--set", "max_parallel_targets=1,10", "--format", "json").stdout)
+    with open(history, "rb") as f:
+        events = list(from_jsonl(f))
+    expected = {"main": recorded(events)}
+    makespans = {}
+    for i, v in enumerate(("1", "10")):
+        doc = json.loads(abreast("simulate", str(WEB_FARM), "--set", FLAKY, "--set", f"max_parallel_targets={v}", "--format", "json").stdout)
+        expected[str(i)] = {(e["step"], e["target"], e["attempt"]): (e["start"], e["end"], e["outcome"]) for e in doc["executions"]}
+        row = replayed["rows"][i]
+        assert row["settings"] == {"max_parallel_targets": int(v)} and row["estimated"] == []
+        assert row["makespan"] == doc["makespan"]
+        makespans[i] = row["makespan"]
+    assert any(k[2] > 1 for k in expected["0"])  # retries are replayed too
+    best = min(makespans, key=lambda i: (makespans[i], i))
+    with open_page(page_file, tmp_path / "profile") as visit:
+        page = visit.page
+        found = attempts_on(page)
+        table = page.evaluate(
+            "() => Array.from(document.querySelectorAll('#whatif table.whatif tbody tr'), r => [r.className, ...Array.from(r.cells, c => c.textContent)])"
+        )
+        best_bars = page.locator("#whatif svg.chart rect.bar.best").count()
+        visit.assert_clean(page_file.resolve().as_uri())
+    assert {a["arrangement"] for a in found} == {"main", "0", "1"}
+    assert keyed([a for a in found if a["arrangement"] == "main"]) == expected["main"]
+    for arrangement in ("0", "1"):
+        mine = [a for a in found if a["arrangement"] == arrangement]
+        assert {k: v[:3] for k, v in keyed(mine).items()} == expected[arrangement]
+    assert [row[2] for row in table] == ["1", "10"]
+    assert [row[3] for row in table] == [seconds(makespans[0]), seconds(makespans[1])]
+    assert [row[0] for row in table] == ["best" if i == best else "" for i in range(2)]
+    assert table[best][1] == "★" and best_bars == 1
+    assert [row[-1] for row in table] == ["", ""]  # nothing estimated: every attempt was recorded
+
+
+def test_a_replayed_row_says_how_many_attempts_it_had_to_estimate(tmp_path):
+    # Upgrading the load balancers too: the record has no upgrade of lb-01 nor lb-02.
+    history = tmp_path / "farm.jsonl"
+    assert abreast("simulate", str(WEB_FARM), "--events", str(history)).returncode == 0
+    setting = "steps.upgrade web.roles=[web],[web, lb]"
+    replayed = json.loads(abreast("replay", str(history), "--set", setting, "--format", "json").stdout)
+    assert [sorted(e["target"] for e in r["estimated"]) for r in replayed["rows"]] == [[], ["lb-01", "lb-02"]]
+    page_file = tmp_path / "estimated.html"
+    p = abreast("report", str(history), "-o", str(page_file), "--set", setting)
+    assert p.returncode == 0, p.stderr
+    with open_page(page_file, tmp_path / "profile") as visit:
+        last = visit.page.evaluate("() => Array.from(document.querySelectorAll('#whatif table.whatif tbody tr'), r => r.cells[r.cells.length - 1].textContent)")
+        found = attempts_on(visit.page)
+        visit.assert_clean(page_file.resolve().as_uri())
+    assert last == ["", "≈ 2 attempts estimated (no recorded duration)"]
+    assert {a["target"] for a in found if a["arrangement"] == "1" and a["step"] == "upgrade web"} >= {"lb-01", "lb-02"}
+
+
 # --- size and scale --------------------------------------------------------------------------
 
 
@@ -377,7 +438,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path):
     cases.append((["report", str(bad), "-o", out], f"{bad}:1: not an event"))
     events_file = tmp_path / "sim.jsonl"
     abreast("simulate", str(WEB_FARM), "--events", str(events_file))
-    cases.append((["report", str(events_file), "-o", out, "--set", "max_parallel_steps=1,2"], "abreast replay"))
+    cases.append((["report", str(events_file), "-o", out, "--set", "steps.nope.window=1,2"], "no step named 'nope'"))
     lines = events_file.read_text().splitlines()
     broken = tmp_path / "broken.jsonl"
     broken.write_text("\n".join(lines[:3] + lines[4:]) + "\n")  # a gap in seq
