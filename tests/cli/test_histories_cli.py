@@ -102,7 +102,7 @@ def test_merge_folds_runs_into_empirical_durations_for_whatif_runs(tmp_path):
         (["import", "octopus", "--task", str(OCTO / "task.json"), "--task", str(OCTO / "task-failed.json"), "-o", "x.yaml"],
          "error: 2 runs given: import one at a time, or fold them into one scenario with --merge"),
         (["replay", "missing.jsonl"], "error: missing.jsonl: cannot read: No such file or directory"),
-        (["replay", "LOG", "--set", "steps.nope.window=1,2"], "error: LOG: --set: 'steps.nope.window': no step named 'nope' (with steps.nope.window=1)"),
+        (["replay", "LOG", "--set", "steps.nope.window=1,2"], "error: --set steps.nope.window=1: 'steps.nope.window': no step named 'nope' (with steps.nope.window=1)"),
     ],
 )
 def test_bad_input_exits_2_with_one_clean_line(tmp_path, args, message):
