@@ -363,6 +363,8 @@ class SqliteStore:
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"{self.path}: cannot open the event store: {_explain(e) if isinstance(e, sqlite3.Error) else e}") from None
         self.conn = conn
+        self._where = Path(os.path.abspath(self.path))  # the same file after a chdir
+        self._identity = _identity(self._where)
         try:
             if readonly:
                 self._check_version()
@@ -391,8 +393,6 @@ class SqliteStore:
             if "malformed" in str(e):
                 raise StoreError(f"{self.path}: cannot use the event store: {_explain(e)}") from None
             raise StoreError(f"{self.path}: not an abreast event store: {e}") from None
-        self._where = Path(os.path.abspath(self.path))  # the same file after a chdir
-        self._identity = _identity(self._where)
 
     def check_file(self) -> None:
         """The file at our path must still be the one we opened: one deleted or replaced
@@ -478,7 +478,7 @@ class SqliteStore:
                 conn.execute(f"PRAGMA user_version = {version + 1}")
 
     @contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
+    def _writing(self, doing: str = "append events") -> Iterator[sqlite3.Connection]:
         """A write transaction on the file we opened; SQLite's errors (disk full, I/O
         error, a read-only file) become a `StoreError` that says what failed."""
         try:
@@ -488,13 +488,13 @@ class SqliteStore:
         except sqlite3.IntegrityError:
             raise
         except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: cannot write to the event store: {_explain(e)}") from None
+            raise StoreError(f"{self.path}: cannot {doing}: {_explain(e)}") from None
 
-    def append(self, events: Sequence[Event], output: Sequence[OutputLine] = ()) -> None:
+    def append(self, events: Sequence[Event], output: Sequence[OutputLine] = (), doing: str = "append events") -> None:
         if not events and not output:
             return
         try:
-            with self._writing() as conn:
+            with self._writing(doing) as conn:
                 summaries = self._write(conn, events, output)
             self._known.update(summaries)
         except sqlite3.IntegrityError:
@@ -557,7 +557,7 @@ class SqliteStore:
     def claim(self, owner: Owner, events: Sequence[Event], expect: str | None = None) -> None:
         d = events[0].deployment
         try:
-            with self._writing() as conn:
+            with self._writing("take the owner lease") as conn:
                 row = conn.execute(self._OWNER, (d,)).fetchone()
                 current = Owner(*row) if row else None
                 if (current.token if current is not None else None) not in (expect, owner.token):
@@ -581,7 +581,7 @@ class SqliteStore:
             raise
 
     def renew(self, deployment: str, owner: Owner, heartbeat: float) -> None:
-        with self._writing() as conn:
+        with self._writing("renew the owner lease") as conn:
             changed = conn.execute(
                 "UPDATE owners SET heartbeat = ? WHERE deployment = ? AND token = ?", (heartbeat, deployment, owner.token)
             ).rowcount
@@ -616,7 +616,7 @@ class SqliteStore:
 
     @_store_errors("store output")
     def add_output(self, lines: Sequence[OutputLine]) -> None:
-        self.append((), lines)
+        self.append((), lines, "store output")
 
     @_store_errors("read output")
     def output(self, deployment: str, step: str | None = None, target: str | None = None) -> list[OutputLine]:

@@ -32,6 +32,7 @@ from engine.core import Core, IllegalMove
 from engine.events import (
     AnyEvent,
     DeploymentFinished,
+    DeploymentResumed,
     DeploymentStarted,
     Event,
     ExecutionFinished,
@@ -113,6 +114,13 @@ def verify(events: Sequence[AnyEvent], plan: Plan) -> Core:
             continue
         if isinstance(ev, DeploymentStarted):
             raise LogError(i, "a second deployment.started")
+        if isinstance(ev, DeploymentResumed):
+            # Another orchestrator took the deployment over: a takeover decides nothing,
+            # but it can only come between two batches, never inside one.
+            if expected:
+                raise LogError(i, f"deployment.resumed where the rules give {describe(expected[0])}")
+            core.apply(ev)
+            continue
         if not expected:
             if core.done:
                 raise LogError(i, f"{describe(ev)} after the deployment had finished")

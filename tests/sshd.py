@@ -171,6 +171,10 @@ class Hosts:
     def start(self) -> list[Host]:
         sshd = ensure_sshd()
         who = account()
+        if who.pw_name == ACCOUNT:
+            # The test account's attempt records from an earlier test run (deployment ids
+            # like `r1` repeat from run to run): each run starts from a clean host.
+            shutil.rmtree(Path(who.pw_dir) / ".abreast", ignore_errors=True)
         # sshd reads authorized_keys as the account, and the account's commands write in
         # the shared folder: it must be able to reach them.
         os.chmod(self.folder, 0o755)

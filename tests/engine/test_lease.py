@@ -104,6 +104,6 @@ def test_sqlite_errors_while_writing_are_store_errors(tmp_path):
     s = SqliteStore(path)
     s.append([started()])
     s.conn.execute("PRAGMA query_only = ON")  # as a read-only file would answer
-    with pytest.raises(StoreError, match="cannot write to the event store"):
+    with pytest.raises(StoreError, match="cannot append events: the store is read-only"):
         s.append([step(2)])
     s.close()
