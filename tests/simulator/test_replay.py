@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from engine.core import Core
@@ -67,8 +67,26 @@ def test_a_simulated_history_replays_to_its_makespan_and_every_setting_equals_si
             assert row.outcome == expected.report.outcome
 
 
+# Found by hypothesis: an attempt of exactly its timeout (s4: 3 s, timeout 3) came back
+# from the log as 3.0000000000000004 s and timed out in the replay.
+TIMEOUT_EXACTLY = {
+    "policy": {"max_parallel_steps": 1, "max_parallel_targets": 1, "target_isolation": "exclusive", "fail_fast": False},
+    "resources": {"db": 1},
+    "targets": [{"name": "t0", "roles": ["a"]}, {"name": "t1", "roles": ["a"]}, {"name": "t2", "roles": ["a"]}],
+    "steps": [
+        {"name": "s0", "duration": 0, "condition": "success"},
+        {"name": "s1", "duration": 0, "condition": "success"},
+        {"name": "s2", "duration": {"dist": "uniform", "low": 1, "high": 9}, "isolation": "exclusive",
+         "condition": "success", "fails": {"*": 1}, "retries": 0, "retry_delay": 0},
+        {"name": "s3", "duration": 0, "condition": "success"},
+        {"name": "s4", "roles": ["a"], "duration": 3, "condition": "failure", "timeout": 3},
+    ],
+}
+
+
 @SETTINGS
 @given(scenarios(distributions=True), st.integers(0, 2**16), st.sampled_from(GRID))
+@example(TIMEOUT_EXACTLY, 0, "max_parallel_steps=1,3")
 def test_random_histories_replay_exactly_and_like_simulate_under_another_setting(raw, seed, grid):
     plan = resolve(raw)
     events = simulated(plan, seed)
