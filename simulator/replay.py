@@ -109,7 +109,8 @@ def read_history(events: Sequence[Event], name: str = "history") -> History:
     for row in report.rows:
         if row.end is None or row.outcome is None:
             raise HistoryError(f"{name}: {row.step!r} on {row.target or 'the server'} attempt {row.attempt} never finished")
-        attempts.setdefault(row.step, {}).setdefault(row.target, []).append((row.end - row.start, row.outcome))
+        # Times are kept to 1e-9 s: so is a duration (or 1 s - 1e-16 would pass a 1 s timeout).
+        attempts.setdefault(row.step, {}).setdefault(row.target, []).append((round(row.end - row.start, 9), row.outcome))
     seed = first.options.get("seed", 0) if isinstance(first.options, dict) else 0
     cancelled_at = None
     if report.outcome == "cancelled":
