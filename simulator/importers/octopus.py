@@ -393,7 +393,9 @@ def convert(task: Doc, process: Doc | None = None, process_is_ocl: bool = False,
     seen_targets: set[str] = set()
     per_step_targets: list[list[str]] = []
     matched: set[str] = set()
-    last_end = start0 if start0 is not None else 0
+    skips: list[tuple[int, str, str, int, bool]] = []  # (place, step, condition, decided, at a known time)
+    last_end = start0 if start0 is not None else 0  # when every step so far had ended
+    previous_ready = last_end  # when the previous step's prerequisites had ended
     failed_before: list[int] = []  # end times of attempts that failed
     children_path = key(root.path, "Children")
     for i, raw in enumerate(root.children):
@@ -418,6 +420,10 @@ def convert(task: Doc, process: Doc | None = None, process_is_ocl: bool = False,
             raise r.bad(key(p, "Name"), f"step {name!r} appears twice in the task log")
         matched.add(name)
         outcome = NODE_OUTCOME[node.status]
+        # When the rules would decide this step: a with-previous step shares the previous
+        # one's prerequisites, any other waits for every step before it.
+        ready = previous_ready if proc is not None and not inserted and proc.start == "with-previous" and records else last_end
+        previous_ready = ready
         executions: list[Execution] = []
         targets: list[str] = []
         under: set[str] = set()
@@ -458,22 +464,21 @@ def convert(task: Doc, process: Doc | None = None, process_is_ocl: bool = False,
         if proc is not None and server and proc.roles and not proc.server:
             notes.append(f"step {name!r} has roles {proc.roles} but ran on the server in this record: imported as a server step")
 
-        # A skipped step is kept only where the rules skip it too.
+        # A skipped step is kept only where the rules skip it too (decided once every
+        # failure is known: a skip without a time may have waited for a step slot).
         if outcome == "skipped":
             condition = proc.condition if proc is not None else None
-            decided = node.start if node.start is not None else last_end
+            decided = node.start if node.start is not None else ready
             if condition is None:
                 condition = "success" if any(t <= decided for t in failed_before) else "failure"
                 notes.append(f"step {name!r} was skipped: condition taken as {condition!r} (inferred: no process given)")
-            if not rules_skip(condition, failed_before, decided):
-                notes.append(f"step {name!r} was skipped for a reason the rules do not know (a variable condition?): left out")
-                continue
+            skips.append((len(records), name, condition, decided, node.start is not None))
         records.append(
             StepRecord(
                 name=name,
                 outcome=outcome,
-                start=node.start if node.start is not None else last_end,
-                end=node.end if node.end is not None else (node.start if node.start is not None else last_end),
+                start=node.start if node.start is not None else ready,
+                end=node.end if node.end is not None else (node.start if node.start is not None else ready),
                 executions=executions,
                 reason="skipped in the record" if outcome == "skipped" else None,
             )
@@ -506,6 +511,17 @@ def convert(task: Doc, process: Doc | None = None, process_is_ocl: bool = False,
                 why = "disabled" if s.disabled else "not in this deployment's task log (another environment or channel?)"
                 notes.append(f"process step {s.name!r} is {why}: left out")
 
+    failures = [a.end for rec in records for e in rec.executions for a in e.attempts if a.outcome in ("failed", "timed_out")]
+    latest = max([rec.end for rec in records if rec.end is not None] + ([end0] if end0 is not None else []), default=0)
+    dropped = set()
+    for place, name, condition, decided, known in skips:
+        if not rules_skip(condition, failures, decided, decided if known else latest):
+            notes.append(f"step {name!r} was skipped for a reason the rules do not know (a variable condition?): left out")
+            dropped.add(place)
+    if dropped:
+        records = [x for i, x in enumerate(records) if i not in dropped]
+        specs = [x for i, x in enumerate(specs) if i not in dropped]
+        per_step_targets = [x for i, x in enumerate(per_step_targets) if i not in dropped]
     if not records:
         raise r.bad(key(root.path, "Children"), "no step ran: an empty run")
     if start0 is None:

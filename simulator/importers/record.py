@@ -822,13 +822,14 @@ def log_of(record: Record, plan: dict, name: str | None) -> list[Event]:
     return out
 
 
-def rules_skip(condition: str, failures: Iterable[int], decided: int) -> bool:
-    """Whether the rules skip a step with `condition` decided at `decided`, given when
+def rules_skip(condition: str, failures: Iterable[int], decided: int, latest: int | None = None) -> bool:
+    """Whether the rules could have skipped a step with `condition` decided at `decided`
+    (or at any time up to `latest`, when the record does not say when), given when
     executions failed for good. A failure at the very instant may have come before or
     after the decision (one instant holds several passes): either reading will do."""
     ended = [f for f in failures if f is not None]
     if condition == "success":
-        return any(f <= decided for f in ended)
+        return any(f <= (latest if latest is not None else decided) for f in ended)
     if condition == "failure":
         return not any(f < decided for f in ended)
     return False
