@@ -1,96 +1,73 @@
 """The local adapter: a step's `run` through `/bin/sh -c` on this machine.
 
-Every attempt runs under the record wrapper (adapters/record.py): the orchestrator
-creates the attempt's folder under its state root, then `posix_spawn`s
-`/bin/sh -c WRAPPER /bin/sh FOLDER WORKDIR COMMAND` as the leader of a new
-session (and so of a process group of its own), stdin, stdout and stderr on
-/dev/null, every signal at its default disposition and none blocked (so `yes | head`
-ends as in a terminal, whatever the orchestrator ignores). The wrapper writes
-`started`, runs the command with `/bin/sh -c` in the scenario's folder with its output
-appended to the record's `output` file, and writes `exit` when it ends. The command's
-environment gets ABREAST_DEPLOYMENT, ABREAST_STEP, ABREAST_TARGET (empty for a server
-step) and ABREAST_ATTEMPT.
+Every attempt is started by the adapter's agent (adapters/agent.py): a small process of
+its own session, started with the first attempt, that outlives the orchestrator. The
+orchestrator makes the deployment's folder under its state root and sends the agent
+the attempt; the agent makes the attempt's folder and `started`, `posix_spawn`s
+`/bin/sh -c COMMAND` as the leader of a new session (and so of a process group of its
+own) in the scenario's folder, stdin on /dev/null, stdout and stderr appended to the
+record's `output`, every signal at its default disposition and none blocked (so
+`yes | head` ends as in a terminal, whatever the orchestrator ignores), and writes
+`exit` when the command's shell ends. The command's environment is the orchestrator's
+plus ABREAST_DEPLOYMENT, ABREAST_STEP, ABREAST_TARGET (empty for a server step) and
+ABREAST_ATTEMPT.
 
-Nothing of the attempt depends on the orchestrator: no pipe, no parent death signal.
-Killing the orchestrator kills no command, and loses neither its output nor its exit
-status; `resume` adopts it (`adopt`). The orchestrator follows the output file: it
-waits for the wrapper on a pidfd and reads what is new when it exits and, while it
-runs, every 0.15 s, feeding complete lines to the runtime.
+Nothing of the attempt depends on the orchestrator: killing it kills no command, and
+loses neither its output nor its exit status; `resume` adopts it (`adopt`). The
+orchestrator follows the output file: it reads what is new when the agent reports the
+end (nothing at all when the command wrote nothing) and, while it runs, every 0.15 s,
+feeding complete lines to the runtime.
 
 When cancelled (a timeout or a cancelled deployment) the whole process group gets
 SIGTERM, then SIGKILL after the grace period, and the attempt ends only when no member
 of the group runs any more: a retry never overlaps what it retries.
 
 After a crash, `adopt` reads the record: finished while nobody watched (its exit
-status, output, and when it ended), still running (followed as above, its wrapper
-found by pid and start time), never started (no folder, or a folder without `started`
-and no wrapper alive: the command had not run), or unknowable.
+status, output, and when it ended), still running (followed as above, its shell found
+by pid and start time, its exit status written by the agent that is still its parent),
+never started (no folder, or no `started` in it), or unknowable (the agent died too).
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import os
 import queue
+import select
 import shutil
 import signal
+import socket
 import stat
+import sys
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import trio
 
+from adapters import agent as _agent
 from adapters.record import (
-    RECORD_UNWRITABLE,
     SERVER_KEY,
-    WRAPPER,
     LineSplitter,
     Started,
+    agent_alive,
     alive,
     ended_after,
-    format_started,
     key,
     parse_exit,
     parse_started,
     read_text,
 )
 from engine.adapter import MAX_LINE_CHARS, NOT_STARTED, AttemptResult, ExecutionRequest, NotStarted, OutputSink
-from engine.lease import boot_id, proc_starttime
 
 GRACE_SECONDS = 5.0
 POLL = 0.15  # how often the output of running attempts is read
 STOP_POLL = 0.05  # how often a stopping group is looked at
 LINE_LIMIT = 4 * MAX_LINE_CHARS + 4  # bytes of a line held: enough for the runtime to see it was cut
-ARGV0 = "/bin/sh"  # the wrapper's $0, and so the command's, as under `/bin/sh -c`
-_WRAPPER_BYTES = WRAPPER.encode()
-
-_TICKS = os.sysconf("SC_CLK_TCK")  # the unit of /proc/PID/stat's start time
-
-
-def _ignored_signals() -> frozenset[int]:
-    """The signals a command would inherit as ignored: SIGPIPE and SIGXFSZ (Python
-    ignores both) and whatever this process was started ignoring (nohup's SIGHUP). A
-    signal with a handler needs nothing: exec resets it. Fewer is cheaper: the spawn
-    waits while the child resets each one."""
-    out = {signal.SIGPIPE, signal.SIGXFSZ}
-    for sig in signal.valid_signals():
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        try:
-            if signal.getsignal(sig) == signal.SIG_IGN:
-                out.add(sig)
-        except (ValueError, OSError):
-            pass
-    return frozenset(out)
-_STD_FILES = [
-    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-    (os.POSIX_SPAWN_DUP2, 1, 2),
-]
+STARTING_WAIT = 10.0  # how long adopt waits for an incomplete `started` whose writer is unknown
 
 
 def state_root_for(store: Path | None) -> Path:
@@ -153,17 +130,15 @@ class LocalAdapter:
     name = "local"
 
     def __init__(self, state_root: str | Path | None = None, grace: float = GRACE_SECONDS, shell: str = "/bin/sh"):
-        """`state_root`: the folder of the attempts' records (`abreast run` uses
-        `state/` beside its store); created, readable by its owner only, when needed."""
+        """`state_root`: the folder of the attempts' records (`abreast run` uses one per
+        store, `state_root_for`); created, readable by its owner only, when needed."""
         self.root = os.path.abspath(state_root if state_root is not None else default_state_root())
         self.grace = grace
         self.shell = shell
         self._environment = dict(os.environ)  # read once: os.environ is slow to copy
-        self._parents: dict[tuple[str, str, str | None], str] = {}  # made folders, by execution
         self._detached = False
-        self._boot = boot_id()
         self._rooted = False
-        self._default_signals = _ignored_signals()
+        self._agent: _Agent | None = None
         self._following: set[_Follower] = set()  # output files of running attempts
         self._ticking = False
         self._garbage: queue.SimpleQueue | None = None  # records to delete, by a thread
@@ -188,70 +163,43 @@ class LocalAdapter:
         command = request.step.run
         if command is None:
             return AttemptResult("succeeded")  # a step without `run` succeeds at once
-        try:
-            folder = self._prepare(request)
-        except OSError as e:
-            return AttemptResult("failed", None, f"cannot create the attempt record under {self.root}: {e}")
-        argv = [self.shell, "-c", WRAPPER, ARGV0, folder, str(request.workdir), command]
-        before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        try:
-            pid = os.posix_spawn(
-                self.shell,
-                argv,
-                self._environment | request.environment,
-                file_actions=_STD_FILES,
-                setsid=True,
-                setsigdef=self._default_signals,
-                setsigmask=(),
-            )
-        except OSError as e:
-            return AttemptResult("failed", None, f"cannot start {self.shell}: {e}")
-        self._note_started(folder, pid, before)
-        pidfd = os.pidfd_open(pid)
-        code = await self._follow(pid, pidfd, folder, output, child=True)
-        assert code is not None  # our own child: its status is known
-        if code == RECORD_UNWRITABLE and not os.path.isfile(f"{folder}/started"):
-            return AttemptResult("failed", code, f"cannot write the attempt record in {folder}: nothing ran")
-        return _result(code)
-
-    def _note_started(self, folder: str, pid: int, before: int) -> None:
-        """Write `started` for the wrapper just spawned, unless it was quicker: the same
-        line it would write (see adapters/record.py), which spares it reading /proc a
-        byte at a time. The race is won more often without reading /proc here either:
-        a process's start time is the boot-clock tick it was forked in, and when the
-        clock was in the same tick before and after the spawn, that is the one."""
-        tick = 1_000_000_000 // _TICKS
-        now = time.clock_gettime_ns(time.CLOCK_BOOTTIME) // tick
-        starttime = str(now) if now == before // tick else proc_starttime(pid)
-        if starttime is None:
-            return  # it has ended already, and wrote its own
-        try:
-            fd = os.open(f"{folder}/started", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except OSError:
-            return  # written by the wrapper (or unwritable: the wrapper says so)
-        try:
-            os.write(fd, format_started(pid, starttime, self._boot).encode())
-        finally:
-            os.close(fd)
-
-    def _prepare(self, request: ExecutionRequest) -> str:
-        """Create the attempt's folder (and its parents, once per execution). A folder
-        already there is a stale leftover (the log is the truth: this attempt was just
-        recorded as started by us, the lease holder): it is emptied."""
         target = request.target.name if request.target is not None else None
-        parent = self._parents.get((request.deployment, request.step.name, target))
-        if parent is None:
-            parent = self._parent(request.deployment, request.step.name, target)
-            self._root()
-            _mkdirs(parent, self.root)
-            self._parents[(request.deployment, request.step.name, target)] = parent
-        folder = f"{parent}/{request.attempt}"
+        folder = self._folder(request.deployment, request.step.name, target, request.attempt)
         try:
-            os.mkdir(folder, 0o700)
-        except FileExistsError:
-            shutil.rmtree(folder)
-            os.mkdir(folder, 0o700)
-        return folder
+            self._root()
+            agent = self._agent_for_run()
+        except OSError as e:
+            return AttemptResult("failed", None, f"cannot start abreast's agent ({sys.executable}): {e}")
+        attempt = agent.submit(folder, str(request.workdir), command, request)
+        follower = self._follow(folder, output)
+        try:
+            try:
+                await attempt.done.wait()
+            except trio.Cancelled:
+                with trio.CancelScope(shield=True):
+                    if not self._detached:
+                        await attempt.known.wait()
+                        if attempt.pid:
+                            await self._stop(attempt.pid, attempt.done.wait, attempt.done.is_set)
+                        follower.finish()  # what it wrote while it stopped
+                raise
+            if attempt.lost and attempt.pid:
+                await self._stop_group(attempt.pid)  # nobody can tell how it ends: it must not run on
+            if attempt.size != 0 or follower.fd >= 0:
+                follower.finish()
+        finally:
+            self._unfollow(follower)
+        if attempt.error is not None:
+            return AttemptResult("failed", attempt.code, attempt.error)
+        assert attempt.code is not None
+        return _result(attempt.code)
+
+    def _agent_for_run(self) -> _Agent:
+        agent = self._agent
+        if agent is None or agent.lost is not None:
+            agent = self._agent = _Agent(self.shell, self._environment, self.root)
+        agent.serve()
+        return agent
 
     def _parent(self, deployment: str, step: str, target: str | None) -> str:
         return "/".join((self.root, _key(deployment), _key(step), SERVER_KEY if target is None else _key(target)))
@@ -259,37 +207,20 @@ class LocalAdapter:
     def _folder(self, deployment: str, step: str, target: str | None, attempt: int) -> str:
         return f"{self._parent(deployment, step, target)}/{attempt}"
 
-    async def _follow(self, pid: int, pidfd: int, folder: str, output: OutputSink, child: bool) -> int | None:
-        """Follow a running wrapper to its end: its output into `output`, its exit
-        status back (None: it ended without one, killed before it could write it).
-        On cancellation stop its process group (unless detached), then re-raise.
-
-        While it runs, one task for all attempts reads what is new in their output
-        files every `POLL` seconds (`_tick`); most attempts end before that, and cost
-        one wait on their pidfd and one read."""
+    def _follow(self, folder: str, output: OutputSink) -> _Follower:
+        """Start reading what is new in the attempt's output while it runs: one task for
+        all attempts reads their files every `POLL` seconds (`_tick`); most attempts end
+        before that, and cost one read at their end (none if they wrote nothing)."""
         follower = _Follower(f"{folder}/output", output)
         self._following.add(follower)
         if not self._ticking:
             self._ticking = True
             trio.lowlevel.spawn_system_task(self._tick)
-        try:
-            try:
-                await trio.lowlevel.wait_readable(pidfd)
-            except trio.Cancelled:
-                with trio.CancelScope(shield=True):
-                    if not self._detached:
-                        await self._stop(pid, pidfd, child)
-                        follower.finish()  # what it wrote while it stopped
-                raise
-            follower.finish()
-        finally:
-            self._following.discard(follower)
-            os.close(pidfd)
-            follower.close()
-        if child:
-            _, status = os.waitpid(pid, 0)
-            return os.waitstatus_to_exitcode(status)
-        return parse_exit(read_text(f"{folder}/exit") or "")
+        return follower
+
+    def _unfollow(self, follower: _Follower) -> None:
+        self._following.discard(follower)
+        follower.close()
 
     async def _tick(self) -> None:
         """Read the new output of every running attempt, every `POLL` seconds, while
@@ -305,20 +236,18 @@ class LocalAdapter:
         finally:
             self._ticking = False
 
-    async def _stop(self, pgid: int, pidfd: int, child: bool) -> None:
-        """TERM the process group, KILL it after the grace period; return when no member
-        runs any more (or, if even KILL does not end one, after another grace). The
-        wrapper, if it is our child, is reaped."""
+    async def _stop(self, pgid: int, wait_end: Callable[[], Awaitable[object]], ended: Callable[[], bool]) -> None:
+        """TERM the process group, KILL it after the grace period; return when its
+        leader has ended (`wait_end`/`ended`: for the agent's own commands, when the
+        agent has written its exit status) and no member runs any more (or, if even
+        KILL does not end one, after another grace)."""
         _killpg(pgid, signal.SIGTERM)
         deadline = trio.current_time() + self.grace
         with trio.move_on_at(deadline):
-            await trio.lowlevel.wait_readable(pidfd)  # the wrapper ends when its command does
-        reaped = not child
+            await wait_end()
         killed = False
         while True:
-            if not reaped:
-                reaped = os.waitpid(pgid, os.WNOHANG)[0] != 0
-            if reaped and not _group_running(pgid):
+            if ended() and not _group_running(pgid):
                 return
             if trio.current_time() >= deadline:
                 if killed:
@@ -327,6 +256,22 @@ class LocalAdapter:
                 killed = True
                 deadline = trio.current_time() + self.grace
             await trio.sleep(STOP_POLL)
+
+    async def _stop_group(self, pgid: int) -> None:
+        """Stop a process group that is not the agent's to report on (an orphan, or a
+        command whose agent died): by its leader's pidfd while the leader runs."""
+        try:
+            pidfd = os.pidfd_open(pgid)
+        except OSError:
+            pidfd = -1
+        try:
+            if pidfd >= 0:
+                await self._stop(pgid, functools.partial(trio.lowlevel.wait_readable, pidfd), functools.partial(_readable, pidfd))
+            else:
+                await self._stop(pgid, trio.lowlevel.checkpoint, lambda: True)
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
 
     # -- after a crash -------------------------------------------------------------------
 
@@ -340,28 +285,47 @@ class LocalAdapter:
         if not os.path.isdir(f"{self.root}/{_key(request.deployment)}"):
             return None  # its records are gone (a state folder in memory, and the host rebooted)
         folder = self._folder(request.deployment, request.step.name, target, request.attempt)
-        if not os.path.isdir(folder):
-            return NOT_STARTED  # the orchestrator died before it made the record: nothing ran
-        started = await self._started(folder)
+        text = read_text(f"{folder}/started")
+        if text is None:
+            return NOT_STARTED  # the agent makes `started` before it starts the command: none ran
+        started = parse_started(text) or await self._started(folder)
         if started is None:
-            return NOT_STARTED  # no wrapper wrote `started`, and the command runs only after that
+            return None  # whoever was starting it died at that moment: it may or may not run
         code = parse_exit(read_text(f"{folder}/exit") or "")
         if code is None and alive(started):
+            if started.agent is not None and not agent_alive(started):
+                return None  # its agent is gone: nobody will know how it ends (stop_orphans stops it)
             try:
                 pidfd = os.pidfd_open(started.pid)
             except ProcessLookupError:
                 pidfd = -1
-            if pidfd >= 0 and alive(started):  # still the wrapper: the pidfd names it
+            if pidfd >= 0 and alive(started):  # still it: the pidfd names it
                 if running is not None:
                     running()
-                code = await self._follow(started.pid, pidfd, folder, output, child=False)
+                follower = self._follow(folder, output)
+                try:
+                    try:
+                        await trio.lowlevel.wait_readable(pidfd)
+                    except trio.Cancelled:
+                        with trio.CancelScope(shield=True):
+                            if not self._detached:
+                                await self._stop(
+                                    started.pid, functools.partial(trio.lowlevel.wait_readable, pidfd), functools.partial(_readable, pidfd)
+                                )
+                                follower.finish()
+                        raise
+                    code = await self._exit_status(started, folder)
+                    follower.finish()
+                finally:
+                    self._unfollow(follower)
+                    os.close(pidfd)
                 return None if code is None else _result(code)
             if pidfd >= 0:
                 os.close(pidfd)
         if code is None:
-            code = parse_exit(read_text(f"{folder}/exit") or "")  # it may have just ended
+            code = await self._exit_status(started, folder)  # it may have just ended
         if code is None:
-            return None  # the wrapper is gone without an exit status: unknowable
+            return None  # it is gone without an exit status: unknowable
         follower = _Follower(f"{folder}/output", output)
         try:
             follower.finish()
@@ -370,68 +334,54 @@ class LocalAdapter:
         result = _result(code)
         return AttemptResult(result.outcome, result.exit_code, result.error, ended_after=ended_after(folder))
 
-    async def _started(self, folder: str) -> Started | None:
-        """The record's `started`; if it is not written yet but its wrapper runs (it was
-        spawned just before the crash), wait for one or the other to end."""
-        started = parse_started(read_text(f"{folder}/started") or "")
-        if started is not None:
-            return started
-        pid = _find_wrapper(folder)
-        while pid is not None and _running(pid):
+    async def _exit_status(self, started: Started, folder: str) -> int | None:
+        """The record's exit status once its command has ended: an agent writes it just
+        after (so wait while the agent lives); a wrapper, before it ended itself."""
+        while True:
+            code = parse_exit(read_text(f"{folder}/exit") or "")
+            if code is not None or not agent_alive(started):
+                return code if code is not None else parse_exit(read_text(f"{folder}/exit") or "")
             await trio.sleep(STOP_POLL)
-            started = parse_started(read_text(f"{folder}/started") or "")
+
+    async def _started(self, folder: str) -> Started | None:
+        """An incomplete `started`: the agent that created it is about to start the
+        command and write it. Wait while an agent has it open (or, if none can be
+        seen, a while): None if it never comes."""
+        path = f"{folder}/started"
+        deadline = trio.current_time() + STARTING_WAIT
+        while True:
+            started = parse_started(read_text(path) or "")
             if started is not None:
                 return started
-        return parse_started(read_text(f"{folder}/started") or "")
+            if _writer_of(path) is None and trio.current_time() >= deadline:
+                return None
+            await trio.sleep(STOP_POLL)
 
     async def stop_orphans(self, deployment: str, attempts: set[tuple[str, str | None, int]]) -> int:
         """Stop what still runs of attempts whose fate is unknowable: the process group
-        their record names (the wrapper's pid), if a member of it still runs — TERM,
-        then KILL after the grace. A group whose leader's pid now names another process
-        is gone (a pid is not reused while a group holds it). Returns how many groups
-        were stopped. Commands that replace their environment are found all the same:
-        the record, not the environment, says where they are."""
+        their record names, if a member of it still runs — TERM, then KILL after the
+        grace. A group whose leader's pid now names another process is gone (a pid is
+        not reused while a group holds it). Returns how many groups were stopped.
+        Commands that replace their environment are found all the same: the record,
+        not the environment, says where they are. (An attempt whose agent died between
+        creating `started` and writing it cannot be found: its pid was never written.)"""
         stopped = 0
         for step, target, attempt in sorted(attempts, key=repr):
             folder = self._folder(deployment, step, target, attempt)
-            started = parse_started(read_text(f"{folder}/started") or "")
-            if started is not None:
-                pgid = started.pid
-                stat = _proc_stat(pgid)
-                if stat is not None and started.starttime and stat[2] != started.starttime:
-                    continue  # the pid was reused: our group is long gone
-            else:
-                found = _find_wrapper(folder)
-                if found is None:
-                    continue
-                pgid = found
+            if read_text(f"{folder}/started") is None:
+                continue  # it never started
+            started = await self._started(folder)
+            if started is None:
+                continue
+            pgid = started.pid
+            stat = _proc_stat(pgid)
+            if stat is not None and started.starttime and stat[2] != started.starttime:
+                continue  # the pid was reused: our group is long gone
             if not _group_running(pgid):
                 continue
-            try:
-                pidfd = os.pidfd_open(pgid)
-            except OSError:
-                pidfd = -1
-            try:
-                if pidfd >= 0:
-                    await self._stop(pgid, pidfd, child=False)
-                else:
-                    await self._stop_without_leader(pgid)
-            finally:
-                if pidfd >= 0:
-                    os.close(pidfd)
+            await self._stop_group(pgid)
             stopped += 1
         return stopped
-
-    async def _stop_without_leader(self, pgid: int) -> None:
-        _killpg(pgid, signal.SIGTERM)
-        with trio.move_on_after(self.grace):
-            while _group_running(pgid):
-                await trio.sleep(STOP_POLL)
-        if _group_running(pgid):
-            _killpg(pgid, signal.SIGKILL)
-            with trio.move_on_after(self.grace):
-                while _group_running(pgid):
-                    await trio.sleep(STOP_POLL)
 
     # -- records the log no longer needs -------------------------------------------------
 
@@ -445,7 +395,6 @@ class LocalAdapter:
         self._delete(done)
         done.wait()  # the attempts' records first, then the folder they were in
         shutil.rmtree(f"{self.root}/{_key(deployment)}", ignore_errors=True)
-        self._parents = {k: v for k, v in self._parents.items() if k[0] != deployment}
         try:
             os.rmdir(self.root)  # the store's folder, if no other deployment has records in it
             self._rooted = False
@@ -460,6 +409,191 @@ class LocalAdapter:
 
     def detach(self) -> None:
         self._detached = True
+
+    async def aclose(self) -> None:
+        """The deployment has ended: let the agent go. It exits once its commands have
+        (none, unless the orchestrator was detached and left them running)."""
+        agent, self._agent = self._agent, None
+        if agent is not None:
+            await agent.aclose(wait=not self._detached)
+
+
+class _Attempt:
+    """What the orchestrator knows of an attempt it asked the agent to run."""
+
+    __slots__ = ("pid", "code", "size", "error", "lost", "known", "done")
+
+    def __init__(self) -> None:
+        self.pid = 0  # the command's shell, which leads its process group; 0 until known
+        self.code: int | None = None
+        self.size = -1  # bytes of output, if the agent said
+        self.error: str | None = None  # set: it failed (maybe without running)
+        self.lost = False  # the agent died before it said how the command ended
+        self.known = trio.Event()  # started, or failed, or ended
+        self.done = trio.Event()  # ended, or failed
+
+
+class _Agent:
+    """The orchestrator's end of its agent (adapters/agent.py): one socket, one task
+    reading what the agent says, frames written without waiting when the socket takes
+    them."""
+
+    def __init__(self, shell: str, environment: dict[str, str], root: str) -> None:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            fd = fcntl.fcntl(theirs.fileno(), fcntl.F_DUPFD_CLOEXEC, 3)  # never 0-2, which it is dup'ed onto
+            try:
+                self.pid = os.posix_spawn(
+                    sys.executable,
+                    [sys.executable, "-P", "-m", "adapters.agent", shell, root],
+                    environment,
+                    file_actions=[
+                        (os.POSIX_SPAWN_DUP2, fd, 0),
+                        (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                        (os.POSIX_SPAWN_DUP2, 1, 2),
+                    ],
+                    setsid=True,  # a session of its own: a terminal's HUP or Ctrl-C does not reach it
+                    setsigdef=_agent.ignored_signals(),
+                    setsigmask=(),
+                )
+            finally:
+                os.close(fd)
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        mine.setblocking(False)
+        self.sock = mine
+        self.root = root
+        self.attempts: dict[bytes, _Attempt] = {}
+        self.count = 0
+        self.outbox = bytearray()
+        self.lost: str | None = None  # why the agent can no longer be reached
+        self._token: object = None  # the trio run whose task reads the socket
+        self._writing = False
+
+    def serve(self) -> None:
+        """Make sure a task of this trio run reads what the agent says."""
+        token = trio.lowlevel.current_trio_token()
+        if self._token is not token:
+            self._token = token
+            trio.lowlevel.spawn_system_task(self._read)
+
+    def submit(self, folder: str, workdir: str, command: str, request: ExecutionRequest) -> _Attempt:
+        attempt = _Attempt()
+        if self.lost is not None:
+            attempt.error = self.lost
+            attempt.known.set()
+            attempt.done.set()
+            return attempt
+        self.count += 1
+        ident = b"%d" % self.count
+        self.attempts[ident] = attempt
+        target = request.target.name if request.target is not None else ""
+        names = (request.deployment, request.step.name, target, str(request.attempt))
+        self._send(_agent.frame(b"run", ident, os.fsencode(folder), os.fsencode(workdir), os.fsencode(command), *map(os.fsencode, names)))
+        return attempt
+
+    def _send(self, data: bytes) -> None:
+        if not self.outbox:
+            try:
+                data = data[self.sock.send(data) :]
+            except BlockingIOError:
+                pass
+            except OSError:
+                return  # the agent is gone: its end of the socket says so to the reader
+        self.outbox += data
+        if self.outbox and not self._writing:
+            self._writing = True
+            trio.lowlevel.spawn_system_task(self._write)
+
+    async def _write(self) -> None:
+        try:
+            while self.outbox and self.lost is None:
+                await trio.lowlevel.wait_writable(self.sock)
+                try:
+                    del self.outbox[: self.sock.send(self.outbox)]
+                except BlockingIOError:
+                    pass
+        except (OSError, trio.ClosedResourceError):
+            self.outbox.clear()
+        finally:
+            self._writing = False
+
+    async def _read(self) -> None:
+        inbox = bytearray()
+        why = f"abreast's agent (pid {self.pid}) ended unexpectedly"
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(self.sock)
+                try:
+                    chunk = self.sock.recv(1 << 16)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    break
+                inbox += chunk
+                for fields in _agent.frames(inbox):
+                    self._heard(fields)
+        except trio.ClosedResourceError:
+            why = "the deployment ended"
+        except OSError as e:
+            why += f": {e}"
+        finally:
+            self._lose(why + _agent.last_words(self.root, self.pid))
+
+    def _heard(self, fields: list[bytes]) -> None:
+        kind, ident = fields[0], fields[1]
+        if kind == b"started":
+            attempt = self.attempts.get(ident)
+            if attempt is not None:
+                attempt.pid = int(fields[2])
+                attempt.known.set()
+            return
+        attempt = self.attempts.pop(ident, None)
+        if attempt is None:
+            return
+        if kind == b"exit":
+            attempt.code, attempt.size = int(fields[2]), int(fields[3])
+        else:  # failed: nothing ran
+            attempt.code = int(fields[2]) if fields[2] else None
+            attempt.error = os.fsdecode(fields[3])
+        attempt.known.set()
+        attempt.done.set()
+
+    def _lose(self, why: str) -> None:
+        """The agent cannot be reached: nothing more will be heard of what it runs."""
+        if self.lost is None:
+            self.lost = why
+        for attempt in self.attempts.values():
+            attempt.error = f"{why}: how the command ended is unknown" + (" (it was stopped)" if attempt.pid else "")
+            attempt.lost = True
+            attempt.known.set()
+            attempt.done.set()
+        self.attempts.clear()
+
+    async def aclose(self, wait: bool) -> None:
+        """Close the socket (the agent exits once its commands have ended) and, with
+        `wait`, reap it."""
+        if self._token is not None and self._token is trio.lowlevel.current_trio_token():
+            trio.lowlevel.notify_closing(self.sock)
+        self.sock.close()
+        self._lose("the deployment ended")
+        if not wait:
+            return
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except OSError:
+            pidfd = -1
+        if pidfd >= 0:
+            with trio.move_on_after(GRACE_SECONDS):
+                await trio.lowlevel.wait_readable(pidfd)
+            os.close(pidfd)
+        try:
+            os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
 
 
 def _deleter(garbage: queue.SimpleQueue) -> None:
@@ -538,19 +672,33 @@ def _mkdirs(path: str, root: str) -> None:
             pass
 
 
-def _find_wrapper(folder: str) -> int | None:
-    """The live wrapper working for `folder`, by its command line, if any."""
-    want = os.fsencode(folder)
+def _writer_of(path: str) -> int | None:
+    """An agent of ours that has `path` open (it is about to start the attempt and
+    write its `started`), if any."""
     for pid in _pids():
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        # A wrapper is recognised by its script (argv[2]) and its folder (argv[4]).
-        if len(argv) > 4 and argv[2] == _WRAPPER_BYTES and argv[4] == want:
-            return pid
+        if b"adapters.agent" not in argv:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == path:
+                    return pid
+            except OSError:
+                pass
     return None
+
+
+def _readable(fd: int) -> bool:
+    """Has the process behind this pidfd ended?"""
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 def _pids() -> list[int]:
@@ -568,11 +716,6 @@ def _proc_stat(pid: int) -> tuple[str, int, str] | None:
         return fields[0].decode(), int(fields[2]), fields[19].decode()
     except (OSError, IndexError, ValueError):
         return None
-
-
-def _running(pid: int) -> bool:
-    stat = _proc_stat(pid)
-    return stat is not None and stat[0] != "Z"
 
 
 def _group_running(pgid: int) -> bool:

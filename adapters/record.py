@@ -1,45 +1,45 @@
 """The attempt's own record on its target: what resume needs after a crash.
 
-Every real attempt (local or remote) runs under a small POSIX shell wrapper,
-`WRAPPER`, started as the leader of a session (and so a process group) of its own.
-The wrapper, not the orchestrator, keeps the record, so the record outlives the
-orchestrator: killing the orchestrator kills no command and loses no exit status.
+Every real attempt (local or remote) is started by something that outlives the
+orchestrator and keeps the record: killing the orchestrator kills no command and loses
+no exit status. On this machine that is the local adapter's agent (adapters/agent.py),
+the parent of every command it runs; on an ssh host, a small POSIX shell wrapper
+(`WRAPPER`, below) per attempt. Either way the command runs as the leader of a session
+(and so a process group) of its own.
 
 One folder per attempt, under the target's state root:
 
     ROOT/<deployment>/<step>/<target>/<attempt>/
-        started   "PID STARTTIME BOOT_ID\\n" — on disk before the command runs; PID is
-                  the wrapper's, and the process-group id; STARTTIME is field 22 of
-                  /proc/PID/stat (clock ticks since boot) and BOOT_ID the kernel's boot
-                  id, so a reused pid or a rebooted host is never taken for the attempt.
-                  The wrapper writes it unless it is already there: an orchestrator on
-                  the same host (the local adapter) writes the same line the moment
-                  the wrapper is spawned, which spares the wrapper reading /proc byte
-                  by byte (a few hundred system calls: most of its cost)
+        started   "PID STARTTIME BOOT_ID[ AGENT_PID AGENT_STARTTIME]\n": PID leads the
+                  attempt's process group (the command's shell under the agent, the
+                  wrapper over ssh); STARTTIME is field 22 of /proc/PID/stat (clock
+                  ticks since boot) and BOOT_ID the kernel's boot id, so a reused pid
+                  or a rebooted host is never taken for the attempt. The agent adds
+                  itself: the command's parent, which writes `exit` after the command's
+                  shell has ended (the wrapper writes `exit` before it ends itself).
+                  No `started` at all: nothing ran. An incomplete one: the agent is
+                  between creating it and starting the command.
         output    everything the command wrote (stdout and stderr, in order)
-        exit      "STATUS\\n" — written when the command ends; its modification time
-                  is when it ended (on the target's clock, like `started`'s)
+        exit      "STATUS\n" — written when the command ends (128 + N when signal N
+                  killed it, as a shell reports it); its modification time is when it
+                  ended (on the target's clock, like `started`'s)
 
-Names are made safe for any file system by `key()` (percent-encoding; see there); the
-orchestrator creates the folder before it starts the wrapper. A file is complete only
-when it ends in a newline (each is written with one `write`).
+Names are made safe for any file system by `key()` (percent-encoding; see there). A
+file is complete only when it ends in a newline (each is written with one `write`).
 
 The wrapper's arguments: `$1` the attempt folder, `$2` the working folder (empty: stay
 where the shell starts), `$3` the command. It traps HUP, INT and TERM with a handler
 (not an ignore, which the command would inherit), so a TERM of the group reaches the
 command with its default disposition while the wrapper lives on to write `exit`.
-
 The command runs in a `/bin/sh -c` of its own, a child of the wrapper in the same
 process group: `$$` in the command is its own shell (so `kill $$` stops the command, as
 it would under `/bin/sh -c`, and not the wrapper, which would trap it), `$0` is
-`/bin/sh`, and exec resets the wrapper's traps to their defaults. (Running it in an
-`eval` subshell of the wrapper saved about 1 ms per attempt, but changed what `$$`
-means to the command: measured, and not worth it.)
+`/bin/sh`, and exec resets the wrapper's traps to their defaults.
 Its own exit status is the command's (125: the record could not be written, nothing
 ran; 126: the working folder could not be entered, and `exit` says so).
 
 This module is pure apart from the small file readers at the bottom: both adapters,
-local and ssh, use the same wrapper text and the same parsing.
+local and ssh, use the same record layout and the same parsing.
 """
 
 from __future__ import annotations
@@ -89,8 +89,9 @@ def attempt_path(deployment: str, step: str, target: str | None, attempt: int) -
 
 
 class Started(tuple):
-    """(pid, starttime, boot_id) from a `started` file; starttime/boot_id may be ''
-    where the target has no /proc."""
+    """(pid, starttime, boot_id, agent) from a `started` file; starttime/boot_id may be
+    '' where the target has no /proc; agent is (pid, starttime) of the local agent
+    that is the command's parent, or None (a wrapper's record)."""
 
     __slots__ = ()
 
@@ -106,6 +107,10 @@ class Started(tuple):
     def boot_id(self) -> str:
         return self[2]
 
+    @property
+    def agent(self) -> tuple[int, str] | None:
+        return self[3]
+
 
 def format_started(pid: int, starttime: str, boot: str) -> str:
     """The `started` line, as the wrapper writes it."""
@@ -116,10 +121,15 @@ def parse_started(text: str) -> Started | None:
     """The `started` file's contents, or None while it is missing or incomplete."""
     if not text.endswith("\n"):
         return None
-    fields = text.split(" ")
-    if len(fields) != 3 or not fields[0].isdigit():
+    fields = text[:-1].split(" ")
+    if len(fields) not in (3, 5) or not fields[0].isdigit():
         return None
-    return Started((int(fields[0]), fields[1], fields[2].strip()))
+    agent = None
+    if len(fields) == 5:
+        if not fields[3].isdigit():
+            return None
+        agent = (int(fields[3]), fields[4])
+    return Started((int(fields[0]), fields[1], fields[2], agent))
 
 
 def parse_exit(text: str) -> int | None:
@@ -205,12 +215,23 @@ def read_text(path: str) -> str | None:
 
 
 def alive(started: Started) -> bool:
-    """Is the wrapper that wrote `started` still running on this machine? A pid reused
-    by another process, or a host that rebooted since, is not it."""
-    if started.boot_id and started.boot_id != boot_id():
+    """Is the process group leader that wrote (or was written into) `started` still
+    running on this machine? A pid reused by another process, or a host that rebooted
+    since, is not it."""
+    return _same(started.pid, started.starttime, started.boot_id)
+
+
+def agent_alive(started: Started) -> bool:
+    """Is the agent named in `started` (if any) still running, and so still to write
+    `exit` when the command ends?"""
+    return started.agent is not None and _same(started.agent[0], started.agent[1], started.boot_id)
+
+
+def _same(pid: int, starttime: str, boot: str) -> bool:
+    if boot and boot != boot_id():
         return False
-    now = proc_starttime(started.pid)
-    return now is not None and (not started.starttime or now == started.starttime)
+    now = proc_starttime(pid)
+    return now is not None and (not starttime or now == starttime)
 
 
 def ended_after(folder: str) -> float | None:

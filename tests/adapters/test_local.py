@@ -175,19 +175,12 @@ async def test_a_stale_record_of_the_same_attempt_is_replaced(tmp_path):
 async def test_an_unwritable_record_fails_the_attempt_and_runs_nothing(tmp_path):
     req = request(tmp_path, "touch ran")
     folder = folder_of(tmp_path, req)
-    adapter = LocalAdapter()
-    real_prepare = adapter._prepare
-
-    def unwritable(r):  # noqa: ANN001, ANN202 - `started` cannot be written (even by root)
-        made = real_prepare(r)
-        os.mkdir(f"{made}/started")
-        return made
-
-    adapter._prepare = unwritable  # type: ignore[method-assign]
-    result = await adapter.run(req, lambda line: None)
-    assert folder.exists()
+    folder.parent.parent.mkdir(parents=True)
+    folder.parent.write_text("")  # a file where the target's folder goes (unwritable even by root)
+    result = await LocalAdapter().run(req, lambda line: None)
     assert (result.outcome, result.exit_code) == ("failed", 125)
-    assert "cannot write the attempt record" in result.error and not (tmp_path / "ran").exists()
+    assert "cannot write the attempt record" in result.error and "nothing ran" in result.error
+    assert not (tmp_path / "ran").exists()
 
 
 async def test_a_long_line_is_cut_without_being_held_whole(tmp_path):
@@ -264,16 +257,17 @@ async def test_an_attempt_without_a_record_never_ran_unless_the_records_were_los
     assert not (tmp_path / "ran").exists()
 
 
-async def test_the_orchestrator_writes_started_for_the_wrapper_and_the_wrapper_keeps_it(tmp_path):
-    # Whoever is first writes the same line; the wrapper reads /proc only if it must.
-    req = request(tmp_path, "sleep 0.2")
+async def test_started_names_the_command_and_the_agent_that_records_it(tmp_path):
+    req = request(tmp_path, "echo $$ > pid; sleep 0.2")
     await LocalAdapter().run(req, lambda line: None)
     started = parse_started((folder_of(tmp_path, req) / "started").read_text())
     assert started is not None and started.starttime.isdigit() and started.boot_id == boot_id()
+    assert started.pid == int((tmp_path / "pid").read_text())  # the command's shell leads the group
+    assert started.agent is not None and started.agent[0] not in (os.getpid(), started.pid) and started.agent[1].isdigit()
 
 
-async def test_a_record_without_an_exit_status_whose_wrapper_is_gone_is_unknowable(tmp_path):
-    # The wrapper itself was killed (not its group): the command runs on, even after
+async def test_a_record_without_an_exit_status_whose_agent_is_gone_is_unknowable(tmp_path):
+    # The agent itself was killed (not the command): the command runs on, even after
     # replacing its environment, which once hid it from the orphan search. Adopt cannot
     # know how it ends; stop_orphans finds it by the record and stops it.
     req = request(tmp_path, "exec env -i /bin/sh -c 'echo $$ > pid; sleep 60'")
@@ -282,8 +276,9 @@ async def test_a_record_without_an_exit_status_whose_wrapper_is_gone_is_unknowab
     wait_until(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text().strip())
     command = int((tmp_path / "pid").read_text())
     started = parse_started((folder_of(tmp_path, req) / "started").read_text())
-    os.kill(started.pid, signal.SIGKILL)
-    wait_until(lambda: proc_starttime(started.pid) is None)
+    assert started.pid == command  # exec keeps the pid, and the start time
+    os.kill(started.agent[0], signal.SIGKILL)
+    wait_until(lambda: proc_starttime(started.agent[0]) is None)
     assert alive(command)
     assert await adapter.adopt(req, lambda line: None) is None
     assert await adapter.stop_orphans(req.deployment, {(req.step.name, req.target.name, req.attempt)}) == 1
