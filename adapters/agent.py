@@ -31,6 +31,8 @@ The protocol: frames of a 4-byte big-endian length and NUL-separated fields (non
 which can hold a NUL: they are paths, names, numbers and a shell command).
 
     orchestrator -> agent   run ID FOLDER WORKDIR COMMAND DEPLOYMENT STEP TARGET ATTEMPT
+                            forget FOLDER...                (the log holds how they ended)
+                            drop DEPLOYMENT_FOLDER ROOT     (the log holds how it ended)
     agent -> orchestrator   started ID PID
                             exit ID STATUS OUTPUT_BYTES
                             failed ID STATUS MESSAGE        (nothing ran)
@@ -176,6 +178,11 @@ class Agent:
         for fields in frames(self.inbox):
             if fields[0] == b"run" and len(fields) == 9:
                 self.run(*fields[1:])
+            elif fields[0] == b"forget":
+                for folder in fields[1:]:
+                    forget(folder)
+            elif fields[0] == b"drop" and len(fields) == 3:
+                drop(fields[1], fields[2])
 
     def send(self, *fields: bytes) -> None:
         if not self.gone:
@@ -282,18 +289,47 @@ class Agent:
 
 
 def make_folder(folder: bytes) -> None:
-    """The attempt's folder, new: its parents made if need be; a leftover of the same
-    attempt (the log is the truth: it was just recorded as started) emptied first."""
+    """The attempt's folder, new: its target's folder first (a new target's, usually;
+    rarely the step's and the deployment's too); a leftover of the same attempt (the
+    log is the truth: it was just recorded as started) emptied first."""
+    parent = folder.rpartition(b"/")[0]
     try:
-        os.mkdir(folder, 0o700)
+        os.mkdir(parent, 0o700)
+    except FileExistsError:
+        pass
     except FileNotFoundError:
-        os.makedirs(os.path.dirname(folder), 0o700, exist_ok=True)
+        os.makedirs(parent, 0o700, exist_ok=True)
+    try:
         os.mkdir(folder, 0o700)
     except FileExistsError:
         import shutil
 
         shutil.rmtree(folder)
         os.mkdir(folder, 0o700)
+
+
+def forget(folder: bytes) -> None:
+    """Delete an attempt's record, and its target's folder if that is now empty (made
+    again by `make_folder` if a retry comes: both happen here, one after the other)."""
+    for name in (b"/output", b"/exit", b"/started"):
+        _unlink(folder + name)
+    try:
+        os.rmdir(folder)
+        os.rmdir(folder.rpartition(b"/")[0])
+    except OSError:
+        pass
+
+
+def drop(deployment: bytes, root: bytes) -> None:
+    """Delete what is left of a deployment's records, and the store's state folder if
+    no other deployment has records in it."""
+    import shutil
+
+    shutil.rmtree(deployment, ignore_errors=True)
+    try:
+        os.rmdir(root)
+    except OSError:
+        pass
 
 
 def _unlink(path: bytes) -> None:

@@ -34,9 +34,7 @@ import fcntl
 import functools
 import hashlib
 import os
-import queue
 import select
-import shutil
 import signal
 import socket
 import stat
@@ -67,6 +65,7 @@ GRACE_SECONDS = 5.0
 POLL = 0.15  # how often the output of running attempts is read
 STOP_POLL = 0.05  # how often a stopping group is looked at
 LINE_LIMIT = 4 * MAX_LINE_CHARS + 4  # bytes of a line held: enough for the runtime to see it was cut
+AGENTS = int(os.environ.get("ABREAST_AGENTS", "2"))
 STARTING_WAIT = 10.0  # how long adopt waits for an incomplete `started` whose writer is unknown
 
 
@@ -138,10 +137,9 @@ class LocalAdapter:
         self._environment = dict(os.environ)  # read once: os.environ is slow to copy
         self._detached = False
         self._rooted = False
-        self._agent: _Agent | None = None
+        self._agents: list[_Agent | None] = [None] * AGENTS
         self._following: set[_Follower] = set()  # output files of running attempts
         self._ticking = False
-        self._garbage: queue.SimpleQueue | None = None  # records to delete, by a thread
 
     def prepare(self, deployment: str) -> None:
         """Make the deployment's state folder before its first attempt is recorded as
@@ -149,6 +147,12 @@ class LocalAdapter:
         and a missing deployment folder that its records were lost (`adopt`)."""
         self._root()
         _mkdirs(f"{self.root}/{_key(deployment)}", self.root)
+        for i, agent in enumerate(self._agents):  # started now, they are ready for the first attempts
+            if agent is None:
+                try:
+                    self._agents[i] = _Agent(self.shell, self._environment, self.root)
+                except OSError:
+                    pass  # the first attempt tries again, and says why it cannot
 
     def _root(self) -> None:
         if not self._rooted:
@@ -167,7 +171,7 @@ class LocalAdapter:
         folder = self._folder(request.deployment, request.step.name, target, request.attempt)
         try:
             self._root()
-            agent = self._agent_for_run()
+            agent = self._agent_for_run((request.deployment, request.step.name, target))
         except OSError as e:
             return AttemptResult("failed", None, f"cannot start abreast's agent ({sys.executable}): {e}")
         attempt = agent.submit(folder, str(request.workdir), command, request)
@@ -178,7 +182,7 @@ class LocalAdapter:
             except trio.Cancelled:
                 with trio.CancelScope(shield=True):
                     if not self._detached:
-                        await attempt.known.wait()
+                        await attempt.started()
                         if attempt.pid:
                             await self._stop(attempt.pid, attempt.done.wait, attempt.done.is_set)
                         follower.finish()  # what it wrote while it stopped
@@ -194,10 +198,13 @@ class LocalAdapter:
         assert attempt.code is not None
         return _result(attempt.code)
 
-    def _agent_for_run(self) -> _Agent:
-        agent = self._agent
+    def _agent_for_run(self, execution: tuple[str, str, str | None]) -> _Agent:
+        """The agent that runs (and forgets) every attempt of this execution: one after
+        the other, so a retry's folder is never made while its target's is deleted."""
+        i = hash(execution) % AGENTS
+        agent = self._agents[i]
         if agent is None or agent.lost is not None:
-            agent = self._agent = _Agent(self.shell, self._environment, self.root)
+            agent = self._agents[i] = _Agent(self.shell, self._environment, self.root)
         agent.serve()
         return agent
 
@@ -386,26 +393,25 @@ class LocalAdapter:
     # -- records the log no longer needs -------------------------------------------------
 
     def forget(self, deployment: str, attempts: Sequence[tuple[str, str | None, int]]) -> None:
-        """Delete those attempts' records, in a thread of the adapter's (the event loop
-        does not wait for the file system)."""
-        self._delete([self._folder(deployment, step, target, attempt) for step, target, attempt in attempts])
+        """Delete those attempts' records: by the agent, when one runs (the event loop
+        does not wait for the file system, and the agent makes and deletes folders one
+        after the other, never at once); else here."""
+        by_agent: dict[int, list[bytes]] = {}
+        for step, target, attempt in attempts:
+            folder = os.fsencode(self._folder(deployment, step, target, attempt))
+            by_agent.setdefault(hash((deployment, step, target)) % AGENTS, []).append(folder)
+        for i, folders in by_agent.items():
+            agent = self._agents[i]
+            if agent is None or not agent.post(_agent.frame(b"forget", *folders)):
+                for folder in folders:
+                    _agent.forget(folder)
 
     def forget_deployment(self, deployment: str) -> None:
-        done = threading.Event()
-        self._delete(done)
-        done.wait()  # the attempts' records first, then the folder they were in
-        shutil.rmtree(f"{self.root}/{_key(deployment)}", ignore_errors=True)
-        try:
-            os.rmdir(self.root)  # the store's folder, if no other deployment has records in it
-            self._rooted = False
-        except OSError:
-            pass
-
-    def _delete(self, item: list[str] | threading.Event) -> None:
-        if self._garbage is None:
-            self._garbage = queue.SimpleQueue()
-            threading.Thread(target=_deleter, args=(self._garbage,), name="abreast-records", daemon=True).start()
-        self._garbage.put(item)
+        folder, root = os.fsencode(f"{self.root}/{_key(deployment)}"), os.fsencode(self.root)
+        agent = next((a for a in self._agents if a is not None and a.lost is None), None)
+        if agent is None or not agent.post(_agent.frame(b"drop", folder, root)):
+            _agent.drop(folder, root)
+        self._rooted = False
 
     def detach(self) -> None:
         self._detached = True
@@ -413,9 +419,10 @@ class LocalAdapter:
     async def aclose(self) -> None:
         """The deployment has ended: let the agent go. It exits once its commands have
         (none, unless the orchestrator was detached and left them running)."""
-        agent, self._agent = self._agent, None
-        if agent is not None:
-            await agent.aclose(wait=not self._detached)
+        agents, self._agents = self._agents, [None] * AGENTS
+        for agent in agents:
+            if agent is not None:
+                await agent.aclose(wait=not self._detached)
 
 
 class _Attempt:
@@ -429,8 +436,19 @@ class _Attempt:
         self.size = -1  # bytes of output, if the agent said
         self.error: str | None = None  # set: it failed (maybe without running)
         self.lost = False  # the agent died before it said how the command ended
-        self.known = trio.Event()  # started, or failed, or ended
+        self.known: trio.Event | None = None  # made only when someone waits for the start
         self.done = trio.Event()  # ended, or failed
+
+    async def started(self) -> None:
+        """Until the command has started, or it is known that it will not."""
+        if not self.pid and not self.done.is_set():
+            if self.known is None:
+                self.known = trio.Event()
+            await self.known.wait()
+
+    def heard(self) -> None:
+        if self.known is not None:
+            self.known.set()
 
 
 class _Agent:
@@ -470,7 +488,8 @@ class _Agent:
         self.count = 0
         self.outbox = bytearray()
         self.lost: str | None = None  # why the agent can no longer be reached
-        self._token: object = None  # the trio run whose task reads the socket
+        self._token: trio.lowlevel.TrioToken | None = None  # the trio run whose task reads the socket
+        self._thread = 0  # and its thread
         self._writing = False
 
     def serve(self) -> None:
@@ -478,22 +497,39 @@ class _Agent:
         token = trio.lowlevel.current_trio_token()
         if self._token is not token:
             self._token = token
+            self._thread = threading.get_ident()
             trio.lowlevel.spawn_system_task(self._read)
 
     def submit(self, folder: str, workdir: str, command: str, request: ExecutionRequest) -> _Attempt:
         attempt = _Attempt()
         if self.lost is not None:
             attempt.error = self.lost
-            attempt.known.set()
             attempt.done.set()
             return attempt
         self.count += 1
-        ident = b"%d" % self.count
-        self.attempts[ident] = attempt
+        ident = str(self.count)
+        self.attempts[ident.encode()] = attempt
         target = request.target.name if request.target is not None else ""
-        names = (request.deployment, request.step.name, target, str(request.attempt))
-        self._send(_agent.frame(b"run", ident, os.fsencode(folder), os.fsencode(workdir), os.fsencode(command), *map(os.fsencode, names)))
+        fields = ("run", ident, folder, workdir, command, request.deployment, request.step.name, target, str(request.attempt))
+        body = "\0".join(fields).encode("utf-8", "surrogateescape")  # as os.fsencode, at once
+        self._send(_agent.HEADER.pack(len(body)) + body)
         return attempt
+
+    def post(self, data: bytes) -> bool:
+        """Send a frame from any thread (the runtime forgets records from its writer
+        thread); False if the agent cannot be reached."""
+        if self.lost is not None:
+            return False
+        if threading.get_ident() == self._thread:
+            self._send(data)
+            return True
+        if self._token is None:
+            return False
+        try:
+            self._token.run_sync_soon(self._send, data)
+        except trio.RunFinishedError:
+            return False
+        return True
 
     def _send(self, data: bytes) -> None:
         if not self.outbox:
@@ -549,7 +585,7 @@ class _Agent:
             attempt = self.attempts.get(ident)
             if attempt is not None:
                 attempt.pid = int(fields[2])
-                attempt.known.set()
+                attempt.heard()
             return
         attempt = self.attempts.pop(ident, None)
         if attempt is None:
@@ -559,7 +595,7 @@ class _Agent:
         else:  # failed: nothing ran
             attempt.code = int(fields[2]) if fields[2] else None
             attempt.error = os.fsdecode(fields[3])
-        attempt.known.set()
+        attempt.heard()
         attempt.done.set()
 
     def _lose(self, why: str) -> None:
@@ -569,7 +605,7 @@ class _Agent:
         for attempt in self.attempts.values():
             attempt.error = f"{why}: how the command ended is unknown" + (" (it was stopped)" if attempt.pid else "")
             attempt.lost = True
-            attempt.known.set()
+            attempt.heard()
             attempt.done.set()
         self.attempts.clear()
 
@@ -594,26 +630,6 @@ class _Agent:
             os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:
             pass
-
-
-def _deleter(garbage: queue.SimpleQueue) -> None:
-    """The adapter's thread that deletes records: lists of attempt folders; an Event
-    is set once everything queued before it is gone."""
-    while True:
-        item = garbage.get()
-        if isinstance(item, threading.Event):
-            item.set()
-            continue
-        for folder in item:
-            for name in ("output", "exit", "started"):
-                try:
-                    os.unlink(f"{folder}/{name}")
-                except OSError:
-                    pass
-            try:
-                os.rmdir(folder)
-            except OSError:
-                pass
 
 
 class _Follower:

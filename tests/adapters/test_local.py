@@ -154,11 +154,25 @@ async def test_the_attempt_keeps_its_own_record(tmp_path):
     assert parse_exit((folder / "exit").read_text()) == 4
     assert oct((tmp_path / "state").stat().st_mode & 0o777) == "0o700"
     adapter = LocalAdapter()
-    adapter.forget(req.deployment, [(req.step.name, req.target.name, req.attempt)])  # by a thread of its own
-    wait_until(lambda: not folder.exists())
-    assert folder.parent.exists()
+    adapter.forget(req.deployment, [(req.step.name, req.target.name, req.attempt)])
+    assert not folder.exists() and not folder.parent.exists()  # the target's folder too, now empty
+    assert folder.parent.parent.parent.exists()  # the deployment's stays until it has ended
     adapter.forget_deployment(req.deployment)
     assert not (tmp_path / "state").exists()  # nothing left of the store's records
+
+
+async def test_the_agent_forgets_records_and_keeps_those_still_needed(tmp_path):
+    adapter = LocalAdapter()
+    first, retry, other = request(tmp_path, "true"), request(tmp_path, "true", attempt=2), request(tmp_path, "true", target="web-02")
+    for req in (first, other):
+        assert (await adapter.run(req, lambda line: None)).outcome == "succeeded"
+    adapter.forget(first.deployment, [(first.step.name, first.target.name, 1)])  # sent to the agent
+    assert (await adapter.run(retry, lambda line: None)).outcome == "succeeded"  # after the forget, in order
+    wait_until(lambda: not folder_of(tmp_path, first).exists())
+    assert (folder_of(tmp_path, retry) / "exit").exists() and (folder_of(tmp_path, other) / "exit").exists()
+    adapter.forget_deployment(first.deployment)
+    await adapter.aclose()  # the agent ends once it has done what it was sent
+    assert not (tmp_path / "state").exists()
 
 
 async def test_a_stale_record_of_the_same_attempt_is_replaced(tmp_path):
