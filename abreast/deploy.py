@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import secrets
 import sys
 import time
 from datetime import UTC, datetime
@@ -34,7 +33,7 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Log only warni
 
 
 def new_deployment_id() -> str:
-    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{os.urandom(3).hex()}"
 
 
 def adapters_for(plan, dry_run: bool, speed: float, seed: int, store: Path | None = None):  # noqa: ANN001, ANN201

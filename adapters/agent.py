@@ -33,8 +33,7 @@ which can hold a NUL: they are paths, names, numbers and a shell command).
     orchestrator -> agent   run ID FOLDER WORKDIR COMMAND DEPLOYMENT STEP TARGET ATTEMPT
                             forget FOLDER...                (the log holds how they ended)
                             drop DEPLOYMENT_FOLDER ROOT     (the log holds how it ended)
-    agent -> orchestrator   started ID PID
-                            exit ID STATUS OUTPUT_BYTES
+    agent -> orchestrator   exit ID STATUS OUTPUT_BYTES
                             failed ID STATUS MESSAGE        (nothing ran)
 
 This module imports nothing of abreast, and little else: it starts in a few tens of
@@ -140,20 +139,22 @@ class Agent:
         poll.register(wake_r, select.EPOLLIN)
         writing = False
         while not (self.eof and not self.children):
+            ended = False
             for fd, _ in poll.poll():
-                if fd == wake_r:
+                if fd == wake_r:  # a SIGCHLD (or another signal): a command may have ended
                     try:
-                        while os.read(wake_r, 256):
-                            pass
+                        os.read(wake_r, 4096)
                     except BlockingIOError:
                         pass
+                    ended = True
                 elif not self.eof:
                     self.receive()
                     if self.eof:  # nobody will read what we would say
                         poll.unregister(self.sock)
                         self.gone, writing = True, False
                         self.outbox.clear()
-            self.reap()
+            if ended:
+                self.reap()
             if self.outbox and not self.gone:
                 self.flush()
                 if self.outbox and not writing and not self.eof:
@@ -175,6 +176,8 @@ class Agent:
                 self.eof = True
                 break
             self.inbox += chunk
+            if len(chunk) < 1 << 16:
+                break  # all there was (a read more would only say so)
         for fields in frames(self.inbox):
             if fields[0] == b"run" and len(fields) == 9:
                 self.run(*fields[1:])
@@ -255,7 +258,6 @@ class Agent:
             pass  # a full disk: the orchestrator still hears how it ends
         os.close(started)
         self.children[pid] = (ident, folder, output)
-        self.send(b"started", ident, b"%d" % pid)
 
     def reap(self) -> None:
         while self.children:

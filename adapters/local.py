@@ -182,13 +182,15 @@ class LocalAdapter:
             except trio.Cancelled:
                 with trio.CancelScope(shield=True):
                     if not self._detached:
-                        await attempt.started()
-                        if attempt.pid:
-                            await self._stop(attempt.pid, attempt.done.wait, attempt.done.is_set)
+                        pid = await _leader(folder, attempt.done)
+                        if pid:
+                            await self._stop(pid, attempt.done.wait, attempt.done.is_set)
                         follower.finish()  # what it wrote while it stopped
                 raise
-            if attempt.lost and attempt.pid:
-                await self._stop_group(attempt.pid)  # nobody can tell how it ends: it must not run on
+            if attempt.lost:
+                pid = await _leader(folder, attempt.done)
+                if pid:
+                    await self._stop_group(pid)  # nobody can tell how it ends: it must not run on
             if attempt.size != 0 or follower.fd >= 0:
                 follower.finish()
         finally:
@@ -428,27 +430,14 @@ class LocalAdapter:
 class _Attempt:
     """What the orchestrator knows of an attempt it asked the agent to run."""
 
-    __slots__ = ("pid", "code", "size", "error", "lost", "known", "done")
+    __slots__ = ("code", "size", "error", "lost", "done")
 
     def __init__(self) -> None:
-        self.pid = 0  # the command's shell, which leads its process group; 0 until known
         self.code: int | None = None
         self.size = -1  # bytes of output, if the agent said
         self.error: str | None = None  # set: it failed (maybe without running)
         self.lost = False  # the agent died before it said how the command ended
-        self.known: trio.Event | None = None  # made only when someone waits for the start
         self.done = trio.Event()  # ended, or failed
-
-    async def started(self) -> None:
-        """Until the command has started, or it is known that it will not."""
-        if not self.pid and not self.done.is_set():
-            if self.known is None:
-                self.known = trio.Event()
-            await self.known.wait()
-
-    def heard(self) -> None:
-        if self.known is not None:
-            self.known.set()
 
 
 class _Agent:
@@ -581,12 +570,6 @@ class _Agent:
 
     def _heard(self, fields: list[bytes]) -> None:
         kind, ident = fields[0], fields[1]
-        if kind == b"started":
-            attempt = self.attempts.get(ident)
-            if attempt is not None:
-                attempt.pid = int(fields[2])
-                attempt.heard()
-            return
         attempt = self.attempts.pop(ident, None)
         if attempt is None:
             return
@@ -595,7 +578,6 @@ class _Agent:
         else:  # failed: nothing ran
             attempt.code = int(fields[2]) if fields[2] else None
             attempt.error = os.fsdecode(fields[3])
-        attempt.heard()
         attempt.done.set()
 
     def _lose(self, why: str) -> None:
@@ -603,9 +585,8 @@ class _Agent:
         if self.lost is None:
             self.lost = why
         for attempt in self.attempts.values():
-            attempt.error = f"{why}: how the command ended is unknown" + (" (it was stopped)" if attempt.pid else "")
+            attempt.error = f"{why}: how the command ended is unknown"
             attempt.lost = True
-            attempt.heard()
             attempt.done.set()
         self.attempts.clear()
 
@@ -633,7 +614,9 @@ class _Agent:
 
 
 class _Follower:
-    """Reads what is new in an output file and feeds its complete lines to a sink."""
+    """Reads what is new in an output file and feeds its complete lines to a sink (its
+    line splitter made only once there is something to read: most commands of a big
+    deployment write nothing)."""
 
     __slots__ = ("path", "sink", "fd", "splitter")
 
@@ -641,23 +624,26 @@ class _Follower:
         self.path = path
         self.sink = sink
         self.fd = -1
-        self.splitter = LineSplitter(LINE_LIMIT)
+        self.splitter: LineSplitter | None = None
 
     def drain(self) -> None:
         if self.fd < 0:
             try:
                 self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
-                return  # not written yet (or the wrapper could not create it)
-        sink = self.sink
+                return  # not written yet (or could not be created: the attempt says so)
+            self.splitter = LineSplitter(LINE_LIMIT)
+        splitter, sink = self.splitter, self.sink
+        assert splitter is not None
         while chunk := os.read(self.fd, 1 << 20):
-            for line in self.splitter.feed(chunk):
+            for line in splitter.feed(chunk):
                 sink(line)
 
     def finish(self) -> None:
         self.drain()
-        for line in self.splitter.close():
-            self.sink(line)
+        if self.splitter is not None:
+            for line in self.splitter.close():
+                self.sink(line)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -710,6 +696,20 @@ def _writer_of(path: str) -> int | None:
             except OSError:
                 pass
     return None
+
+
+async def _leader(folder: str, done: trio.Event) -> int:
+    """The pid of the attempt's process group leader, from its `started` (the agent
+    writes it the moment the command starts; a cancelled attempt may get here first):
+    0 if it is done without one (nothing ran, or its agent died before it could say)."""
+    while True:
+        started = parse_started(read_text(f"{folder}/started") or "")
+        if started is not None:
+            return started.pid
+        if done.is_set():
+            return 0
+        with trio.move_on_after(STOP_POLL):
+            await done.wait()
 
 
 def _readable(fd: int) -> bool:

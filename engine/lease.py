@@ -19,7 +19,6 @@ the new owner to adopt.
 from __future__ import annotations
 
 import os
-import secrets
 import socket
 import time
 
@@ -74,7 +73,7 @@ def this_process(now: float | None = None) -> Owner:
         starttime=proc_starttime(pid) or "",
         boot_id=boot_id(),
         heartbeat=time.time() if now is None else now,
-        token=secrets.token_hex(8),
+        token=os.urandom(8).hex(),  # as secrets.token_hex, without importing it (11 ms)
     )
 
 
