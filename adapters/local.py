@@ -66,7 +66,7 @@ POLL = 0.15  # how often the output of running attempts is read
 STOP_POLL = 0.05  # how often a stopping group is looked at
 LINE_LIMIT = 4 * MAX_LINE_CHARS + 4  # bytes of a line held: enough for the runtime to see it was cut
 AGENTS = int(os.environ.get("ABREAST_AGENTS", "2"))
-STARTING_WAIT = 10.0  # how long adopt waits for an incomplete `started` whose writer is unknown
+STARTING_WAIT = 2.0  # how long adopt waits for an incomplete `started` when no agent is seen writing it
 
 
 def state_root_for(store: Path | None) -> Path:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 
@@ -327,3 +329,93 @@ def test_each_store_has_a_state_folder_of_its_own_in_memory_by_default(tmp_path,
     assert state_root_for(tmp_path / "x" / "abreast.db").parent != tmp_path / "run" / "abreast"
     monkeypatch.setenv("ABREAST_STATE", str(tmp_path / "elsewhere"))
     assert state_root_for(tmp_path / "x" / "abreast.db") == tmp_path / "elsewhere" / a.name
+
+
+# -- the agent: the commands' parent, which keeps their records ------------------------
+
+
+async def test_a_working_folder_that_cannot_be_entered_runs_nothing(tmp_path):
+    req = msgspec.structs.replace(request(tmp_path, "touch ran"), workdir=tmp_path / "gone")
+    result = await LocalAdapter().run(req, lambda line: None)
+    assert (result.outcome, result.exit_code) == ("failed", 126)
+    assert "cannot enter the working folder" in result.error and str(tmp_path / "gone") in result.error
+    assert not folder_of(tmp_path, req).exists()  # nothing ran: no record, and adopt would say so
+
+
+async def test_an_agent_that_dies_under_a_running_command_fails_it_and_stops_it(tmp_path):
+    req = request(tmp_path, "echo $$ > pid; sleep 60")
+    adapter = LocalAdapter(grace=2)
+
+    async def kill_the_agent() -> None:
+        folder = folder_of(tmp_path, req)
+        while parse_started(((folder / "started").read_text() if (folder / "started").exists() else "")) is None:
+            await trio.sleep(0.02)
+        os.kill(parse_started((folder / "started").read_text()).agent[0], signal.SIGKILL)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(kill_the_agent)
+        with trio.fail_after(20):
+            result = await adapter.run(req, lambda line: None)
+    assert result.outcome == "failed" and result.exit_code is None
+    assert "ended unexpectedly" in result.error and "how the command ended is unknown" in result.error
+    assert not alive(int((tmp_path / "pid").read_text()))  # stopped: a retry never runs beside it
+    assert (await adapter.run(request(tmp_path, "true", attempt=2), lambda line: None)).outcome == "succeeded"  # a new agent
+
+
+async def test_adopt_waits_for_the_agent_to_write_the_exit_status(tmp_path):
+    # The command's shell has ended, its agent (here a stand-in process) still runs and
+    # writes `exit` a moment later: adopt waits for it rather than calling it unknowable.
+    req = request(tmp_path, "true")
+    adapter = LocalAdapter()
+    adapter.prepare(req.deployment)
+    folder = folder_of(tmp_path, req)
+    folder.mkdir(parents=True)
+    ended = os.posix_spawn("/bin/true", ["true"], {})
+    os.waitpid(ended, 0)
+    agent = os.posix_spawn("/bin/sleep", ["sleep", "0.5"], {})
+    (folder / "started").write_text(f"{ended} 1 {boot_id()} {agent} {proc_starttime(agent)}\n")
+    (folder / "output").write_text("done\n")
+    lines: list[str] = []
+    async with trio.open_nursery() as nursery:
+
+        async def write_exit() -> None:
+            await trio.sleep(0.2)
+            (folder / "exit").write_text("7\n")
+
+        nursery.start_soon(write_exit)
+        found = await adapter.adopt(req, lines.append)
+    os.waitpid(agent, 0)
+    assert isinstance(found, AttemptResult) and (found.outcome, found.exit_code) == ("failed", 7)
+    assert lines == ["done"]
+    (folder / "exit").unlink()  # and once the agent is gone without writing it: unknowable
+    assert await adapter.adopt(req, lines.append) is None
+
+
+async def test_adopt_waits_while_an_agent_is_starting_the_command(tmp_path, monkeypatch):
+    # `started` created, not yet written: the agent that has it open is between the two.
+    req = request(tmp_path, "true")
+    adapter = LocalAdapter()
+    adapter.prepare(req.deployment)
+    folder = folder_of(tmp_path, req)
+    folder.mkdir(parents=True)
+    path = folder / "started"
+    writer = (
+        "import os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)\n"
+        "time.sleep(0.5)\n"
+        "open(sys.argv[3], 'w').write('0\\n')\n"
+        "os.write(fd, sys.argv[2].encode())\n"
+    )
+    ended = os.posix_spawn("/bin/true", ["true"], {})
+    os.waitpid(ended, 0)
+    line = f"{ended} 1 {boot_id()}\n"  # a command that has ended (and a wrapper's record: no agent)
+    proc = await trio.lowlevel.open_process([sys.executable, "-c", writer, str(path), line, str(folder / "exit"), "adapters.agent"])
+    while not path.exists():
+        await trio.sleep(0.01)
+    monkeypatch.setattr("adapters.local.STARTING_WAIT", 0.0)  # only the writer it sees keeps it waiting
+    found = await adapter.adopt(req, lambda line: None)
+    await proc.wait()
+    assert isinstance(found, AttemptResult) and found.outcome == "succeeded"
+    path.write_text("")  # created, never written, and nobody holds it: whoever was starting it died
+    (folder / "exit").unlink()
+    assert await adapter.adopt(req, lambda line: None) is None
