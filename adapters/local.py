@@ -1,14 +1,15 @@
 """The local adapter: a step's `run` through `/bin/sh -c` on this machine.
 
-Every attempt is started by the adapter's agent (adapters/agent.py): a small process of
-its own session, started with the first attempt, that outlives the orchestrator. The
-orchestrator makes the deployment's folder under its state root and sends the agent
-the attempt; the agent makes the attempt's folder and `started`, `posix_spawn`s
+Every attempt is started by one of the adapter's two agents (adapters/agent.py): small
+processes of their own sessions, started with the deployment, that outlive the
+orchestrator. The orchestrator makes the deployment's folder under its state root and
+sends an agent the attempt; the agent creates the attempt's record (its status and
+output files, adapters/record.py), `posix_spawn`s
 `/bin/sh -c COMMAND` as the leader of a new session (and so of a process group of its
 own) in the scenario's folder, stdin on /dev/null, stdout and stderr appended to the
 record's `output`, every signal at its default disposition and none blocked (so
 `yes | head` ends as in a terminal, whatever the orchestrator ignores), and writes
-`exit` when the command's shell ends. The command's environment is the orchestrator's
+how it ended when the command's shell ends. The command's environment is the orchestrator's
 plus ABREAST_DEPLOYMENT, ABREAST_STEP, ABREAST_TARGET (empty for a server step) and
 ABREAST_ATTEMPT.
 
@@ -25,7 +26,7 @@ of the group runs any more: a retry never overlaps what it retries.
 After a crash, `adopt` reads the record: finished while nobody watched (its exit
 status, output, and when it ended), still running (followed as above, its shell found
 by pid and start time, its exit status written by the agent that is still its parent),
-never started (no folder, or no `started` in it), or unknowable (the agent died too).
+never started (no status file), or unknowable (the agent died too).
 """
 
 from __future__ import annotations
@@ -47,18 +48,7 @@ from pathlib import Path
 import trio
 
 from adapters import agent as _agent
-from adapters.record import (
-    SERVER_KEY,
-    LineSplitter,
-    Started,
-    agent_alive,
-    alive,
-    ended_after,
-    key,
-    parse_exit,
-    parse_started,
-    read_text,
-)
+from adapters.record import SERVER_KEY, LineSplitter, Started, agent_alive, alive, key, parse_status, read_text
 from engine.adapter import MAX_LINE_CHARS, NOT_STARTED, AttemptResult, ExecutionRequest, NotStarted, OutputSink
 
 GRACE_SECONDS = 5.0
@@ -78,7 +68,7 @@ def state_root_for(store: Path | None) -> Path:
     else `state/` beside the store. One folder per store (two stores may hold the same
     deployment id), named after the store file and a hash of its full path.
 
-    Why memory by default: an attempt's record is a folder and three files, made and
+    Why memory by default: an attempt's record is two files (and a folder), made and
     removed around every command. On a busy disk (ext4 here) that measured 1.5-3 ms a
     command, more than the command (`true`) itself; in memory, 0.05 ms."""
     base = os.environ.get("ABREAST_STATE")
@@ -143,11 +133,17 @@ class LocalAdapter:
 
     def prepare(self, deployment: str) -> None:
         """Make the deployment's state folder before its first attempt is recorded as
-        started. From then on a missing attempt folder proves the attempt never started,
-        and a missing deployment folder that its records were lost (`adopt`)."""
+        started. From then on a missing status file proves the attempt never started,
+        and a missing deployment folder that its records were lost (`adopt`). The
+        agents start here too, if they have not yet."""
         self._root()
         _mkdirs(f"{self.root}/{_key(deployment)}", self.root)
-        for i, agent in enumerate(self._agents):  # started now, they are ready for the first attempts
+        self.start()
+
+    def start(self) -> None:
+        """Start the agents now (else with the first attempt): a Python process takes a
+        few tens of milliseconds to start, which the first attempts would wait for."""
+        for i, agent in enumerate(self._agents):
             if agent is None:
                 try:
                     self._agents[i] = _Agent(self.shell, self._environment, self.root)
@@ -168,27 +164,27 @@ class LocalAdapter:
         if command is None:
             return AttemptResult("succeeded")  # a step without `run` succeeds at once
         target = request.target.name if request.target is not None else None
-        folder = self._folder(request.deployment, request.step.name, target, request.attempt)
+        record = self._record(request.deployment, request.step.name, target, request.attempt)
         try:
             self._root()
             agent = self._agent_for_run((request.deployment, request.step.name, target))
         except OSError as e:
             return AttemptResult("failed", None, f"cannot start abreast's agent ({sys.executable}): {e}")
-        attempt = agent.submit(folder, str(request.workdir), command, request)
-        follower = self._follow(folder, output)
+        attempt = agent.submit(record, str(request.workdir), command, request)
+        follower = self._follow(record, output)
         try:
             try:
                 await attempt.done.wait()
             except trio.Cancelled:
                 with trio.CancelScope(shield=True):
                     if not self._detached:
-                        pid = await _leader(folder, attempt.done)
+                        pid = await _leader(record, attempt.done)
                         if pid:
                             await self._stop(pid, attempt.done.wait, attempt.done.is_set)
                         follower.finish()  # what it wrote while it stopped
                 raise
             if attempt.lost:
-                pid = await _leader(folder, attempt.done)
+                pid = await _leader(record, attempt.done)
                 if pid:
                     await self._stop_group(pid)  # nobody can tell how it ends: it must not run on
             if attempt.size != 0 or follower.fd >= 0:
@@ -202,7 +198,7 @@ class LocalAdapter:
 
     def _agent_for_run(self, execution: tuple[str, str, str | None]) -> _Agent:
         """The agent that runs (and forgets) every attempt of this execution: one after
-        the other, so a retry's folder is never made while its target's is deleted."""
+        the other, so a retry's record is never made while its target's folder is deleted."""
         i = hash(execution) % AGENTS
         agent = self._agents[i]
         if agent is None or agent.lost is not None:
@@ -213,14 +209,15 @@ class LocalAdapter:
     def _parent(self, deployment: str, step: str, target: str | None) -> str:
         return "/".join((self.root, _key(deployment), _key(step), SERVER_KEY if target is None else _key(target)))
 
-    def _folder(self, deployment: str, step: str, target: str | None, attempt: int) -> str:
+    def _record(self, deployment: str, step: str, target: str | None, attempt: int) -> str:
+        """The attempt's record: this path + `.status` and + `.output`."""
         return f"{self._parent(deployment, step, target)}/{attempt}"
 
-    def _follow(self, folder: str, output: OutputSink) -> _Follower:
+    def _follow(self, record: str, output: OutputSink) -> _Follower:
         """Start reading what is new in the attempt's output while it runs: one task for
         all attempts reads their files every `POLL` seconds (`_tick`); most attempts end
         before that, and cost one read at their end (none if they wrote nothing)."""
-        follower = _Follower(f"{folder}/output", output)
+        follower = _Follower(f"{record}.output", output)
         self._following.add(follower)
         if not self._ticking:
             self._ticking = True
@@ -293,16 +290,17 @@ class LocalAdapter:
         target = request.target.name if request.target is not None else None
         if not os.path.isdir(f"{self.root}/{_key(request.deployment)}"):
             return None  # its records are gone (a state folder in memory, and the host rebooted)
-        folder = self._folder(request.deployment, request.step.name, target, request.attempt)
-        text = read_text(f"{folder}/started")
+        record = self._record(request.deployment, request.step.name, target, request.attempt)
+        text = read_text(f"{record}.status")
         if text is None:
-            return NOT_STARTED  # the agent makes `started` before it starts the command: none ran
-        started = parse_started(text) or await self._started(folder)
+            return NOT_STARTED  # the agent makes the status file before it starts the command: none ran
+        started, code, seconds = parse_status(text)
         if started is None:
-            return None  # whoever was starting it died at that moment: it may or may not run
-        code = parse_exit(read_text(f"{folder}/exit") or "")
+            started = await self._started(record)
+            if started is None:
+                return None  # whoever was starting it died at that moment: it may or may not run
         if code is None and alive(started):
-            if started.agent is not None and not agent_alive(started):
+            if not agent_alive(started):
                 return None  # its agent is gone: nobody will know how it ends (stop_orphans stops it)
             try:
                 pidfd = os.pidfd_open(started.pid)
@@ -311,7 +309,7 @@ class LocalAdapter:
             if pidfd >= 0 and alive(started):  # still it: the pidfd names it
                 if running is not None:
                     running()
-                follower = self._follow(folder, output)
+                follower = self._follow(record, output)
                 try:
                     try:
                         await trio.lowlevel.wait_readable(pidfd)
@@ -323,7 +321,7 @@ class LocalAdapter:
                                 )
                                 follower.finish()
                         raise
-                    code = await self._exit_status(started, folder)
+                    code, seconds = await self._ended(started, record)
                     follower.finish()
                 finally:
                     self._unfollow(follower)
@@ -332,34 +330,35 @@ class LocalAdapter:
             if pidfd >= 0:
                 os.close(pidfd)
         if code is None:
-            code = await self._exit_status(started, folder)  # it may have just ended
+            code, seconds = await self._ended(started, record)  # it may have just ended
         if code is None:
             return None  # it is gone without an exit status: unknowable
-        follower = _Follower(f"{folder}/output", output)
+        follower = _Follower(f"{record}.output", output)
         try:
             follower.finish()
         finally:
             follower.close()
         result = _result(code)
-        return AttemptResult(result.outcome, result.exit_code, result.error, ended_after=ended_after(folder))
+        return AttemptResult(result.outcome, result.exit_code, result.error, ended_after=seconds)
 
-    async def _exit_status(self, started: Started, folder: str) -> int | None:
-        """The record's exit status once its command has ended: an agent writes it just
-        after (so wait while the agent lives); a wrapper, before it ended itself."""
+    async def _ended(self, started: Started, record: str) -> tuple[int | None, float | None]:
+        """How the record's command ended, once it has: its agent writes it just after
+        (so wait while the agent lives)."""
         while True:
-            code = parse_exit(read_text(f"{folder}/exit") or "")
-            if code is not None or not agent_alive(started):
-                return code if code is not None else parse_exit(read_text(f"{folder}/exit") or "")
+            alive_before = agent_alive(started)
+            _, code, seconds = parse_status(read_text(f"{record}.status") or "")
+            if code is not None or not alive_before:
+                return code, seconds
             await trio.sleep(STOP_POLL)
 
-    async def _started(self, folder: str) -> Started | None:
-        """An incomplete `started`: the agent that created it is about to start the
-        command and write it. Wait while an agent has it open (or, if none can be
-        seen, a while): None if it never comes."""
-        path = f"{folder}/started"
+    async def _started(self, record: str) -> Started | None:
+        """A status file without its first line: the agent that created it is about to
+        start the command and write it. Wait while an agent has it open (or, if none
+        can be seen, a while): None if it never comes."""
+        path = f"{record}.status"
         deadline = trio.current_time() + STARTING_WAIT
         while True:
-            started = parse_started(read_text(path) or "")
+            started = parse_status(read_text(path) or "")[0]
             if started is not None:
                 return started
             if _writer_of(path) is None and trio.current_time() >= deadline:
@@ -373,13 +372,14 @@ class LocalAdapter:
         not reused while a group holds it). Returns how many groups were stopped.
         Commands that replace their environment are found all the same: the record,
         not the environment, says where they are. (An attempt whose agent died between
-        creating `started` and writing it cannot be found: its pid was never written.)"""
+        creating its status file and writing it cannot be found: its pid was never
+        written.)"""
         stopped = 0
         for step, target, attempt in sorted(attempts, key=repr):
-            folder = self._folder(deployment, step, target, attempt)
-            if read_text(f"{folder}/started") is None:
+            record = self._record(deployment, step, target, attempt)
+            if read_text(f"{record}.status") is None:
                 continue  # it never started
-            started = await self._started(folder)
+            started = await self._started(record)
             if started is None:
                 continue
             pgid = started.pid
@@ -400,13 +400,13 @@ class LocalAdapter:
         after the other, never at once); else here."""
         by_agent: dict[int, list[bytes]] = {}
         for step, target, attempt in attempts:
-            folder = os.fsencode(self._folder(deployment, step, target, attempt))
-            by_agent.setdefault(hash((deployment, step, target)) % AGENTS, []).append(folder)
-        for i, folders in by_agent.items():
+            record = os.fsencode(self._record(deployment, step, target, attempt))
+            by_agent.setdefault(hash((deployment, step, target)) % AGENTS, []).append(record)
+        for i, records in by_agent.items():
             agent = self._agents[i]
-            if agent is None or not agent.post(_agent.frame(b"forget", *folders)):
-                for folder in folders:
-                    _agent.forget(folder)
+            if agent is None or not agent.post(_agent.frame(b"forget", *records)):
+                for record in records:
+                    _agent.forget(record)
 
     def forget_deployment(self, deployment: str) -> None:
         folder, root = os.fsencode(f"{self.root}/{_key(deployment)}"), os.fsencode(self.root)
@@ -489,7 +489,7 @@ class _Agent:
             self._thread = threading.get_ident()
             trio.lowlevel.spawn_system_task(self._read)
 
-    def submit(self, folder: str, workdir: str, command: str, request: ExecutionRequest) -> _Attempt:
+    def submit(self, record: str, workdir: str, command: str, request: ExecutionRequest) -> _Attempt:
         attempt = _Attempt()
         if self.lost is not None:
             attempt.error = self.lost
@@ -499,7 +499,7 @@ class _Agent:
         ident = str(self.count)
         self.attempts[ident.encode()] = attempt
         target = request.target.name if request.target is not None else ""
-        fields = ("run", ident, folder, workdir, command, request.deployment, request.step.name, target, str(request.attempt))
+        fields = ("run", ident, record, workdir, command, request.deployment, request.step.name, target, str(request.attempt))
         body = "\0".join(fields).encode("utf-8", "surrogateescape")  # as os.fsencode, at once
         self._send(_agent.HEADER.pack(len(body)) + body)
         return attempt
@@ -698,12 +698,12 @@ def _writer_of(path: str) -> int | None:
     return None
 
 
-async def _leader(folder: str, done: trio.Event) -> int:
-    """The pid of the attempt's process group leader, from its `started` (the agent
+async def _leader(record: str, done: trio.Event) -> int:
+    """The pid of the attempt's process group leader, from its status file (the agent
     writes it the moment the command starts; a cancelled attempt may get here first):
     0 if it is done without one (nothing ran, or its agent died before it could say)."""
     while True:
-        started = parse_started(read_text(f"{folder}/started") or "")
+        started = parse_status(read_text(f"{record}.status") or "")[0]
         if started is not None:
             return started.pid
         if done.is_set():

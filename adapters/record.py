@@ -7,25 +7,36 @@ the parent of every command it runs; on an ssh host, a small POSIX shell wrapper
 (`WRAPPER`, below) per attempt. Either way the command runs as the leader of a session
 (and so a process group) of its own.
 
-One folder per attempt, under the target's state root:
+The record, under the target's state root:
 
-    ROOT/<deployment>/<step>/<target>/<attempt>/
-        started   "PID STARTTIME BOOT_ID[ AGENT_PID AGENT_STARTTIME]\n": PID leads the
-                  attempt's process group (the command's shell under the agent, the
-                  wrapper over ssh); STARTTIME is field 22 of /proc/PID/stat (clock
-                  ticks since boot) and BOOT_ID the kernel's boot id, so a reused pid
-                  or a rebooted host is never taken for the attempt. The agent adds
-                  itself: the command's parent, which writes `exit` after the command's
-                  shell has ended (the wrapper writes `exit` before it ends itself).
-                  No `started` at all: nothing ran. An incomplete one: the agent is
-                  between creating it and starting the command.
+    ROOT/<deployment>/<step>/<target>/<attempt>.status    (the local adapter's agent)
+        line 1  "PID STARTTIME BOOT_ID AGENT_PID AGENT_STARTTIME": the command's shell,
+                which leads the attempt's process group, and the agent that is its
+                parent; written the moment the command starts, into a file created
+                just before (so: no status file, nothing ran; an empty one, the agent
+                is between the two)
+        line 2  "STATUS SECONDS": how it ended (128 + N when signal N killed it, as a
+                shell reports it) and how long it ran, written by the agent once it
+                has reaped the shell
+    ROOT/<deployment>/<step>/<target>/<attempt>.output    everything the command wrote
+
+    ROOT/<deployment>/<step>/<target>/<attempt>/           (the ssh adapter's wrapper)
+        started   "PID STARTTIME BOOT_ID\n": PID is the wrapper's, which leads the group;
+                  written before the command runs
         output    everything the command wrote (stdout and stderr, in order)
-        exit      "STATUS\n" — written when the command ends (128 + N when signal N
-                  killed it, as a shell reports it); its modification time is when it
-                  ended (on the target's clock, like `started`'s)
+        exit      "STATUS\n" — written when the command ends, before the wrapper ends
+                  itself; its modification time is when (on the host's clock, like
+                  `started`'s)
+
+STARTTIME is field 22 of /proc/PID/stat (clock ticks since boot) and BOOT_ID the
+kernel's boot id, so a reused pid or a rebooted host is never taken for the attempt.
+Two layouts, one content: the local one costs an attempt two files instead of a
+folder and three, and the agent keeps the status file open from the command's start
+to its end (measured with an agent alone, 5,000 no-op commands: 5.8 s of CPU instead
+of 6.4 s, the commands' own included).
 
 Names are made safe for any file system by `key()` (percent-encoding; see there). A
-file is complete only when it ends in a newline (each is written with one `write`).
+line is complete only when it ends in a newline (each is written with one `write`).
 
 The wrapper's arguments: `$1` the attempt folder, `$2` the working folder (empty: stay
 where the shell starts), `$3` the command. It traps HUP, INT and TERM with a handler
@@ -45,6 +56,7 @@ local and ssh, use the same record layout and the same parsing.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from urllib.parse import quote
 
@@ -140,6 +152,22 @@ def parse_exit(text: str) -> int | None:
     return int(value) if value.isdigit() else None
 
 
+def parse_status(text: str) -> tuple[Started | None, int | None, float | None]:
+    """A local record's status file: (who started, exit status, seconds it ran); each
+    None while its line is not complete."""
+    first, newline, rest = text.partition("\n")
+    started = parse_started(first + newline)
+    line, newline, _ = rest.partition("\n")
+    fields = line.split(" ")
+    if started is None or not newline or len(fields) != 2 or not fields[0].isdigit():
+        return started, None, None
+    try:
+        seconds = float(fields[1])
+    except ValueError:
+        return started, None, None
+    return started, int(fields[0]), seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
 class LineSplitter:
     """Bytes in, complete lines out, in time linear in the input (a 100 MB line is
     scanned once: only the new bytes are searched for a newline).
@@ -202,7 +230,7 @@ class LineSplitter:
         return [line]
 
 
-# -- reading a local record (the ssh adapter reads the same files through the host) ---
+# -- reading a local record (the ssh adapter reads its records through the host) ------
 
 
 def read_text(path: str) -> str | None:
@@ -223,7 +251,7 @@ def alive(started: Started) -> bool:
 
 def agent_alive(started: Started) -> bool:
     """Is the agent named in `started` (if any) still running, and so still to write
-    `exit` when the command ends?"""
+    how the command ended when it does?"""
     return started.agent is not None and _same(started.agent[0], started.agent[1], started.boot_id)
 
 
@@ -232,12 +260,3 @@ def _same(pid: int, starttime: str, boot: str) -> bool:
         return False
     now = proc_starttime(pid)
     return now is not None and (not starttime or now == starttime)
-
-
-def ended_after(folder: str) -> float | None:
-    """Seconds from `started` to `exit` by their modification times (one clock: the
-    target's), or None if either is missing."""
-    try:
-        return max(0.0, (os.stat(f"{folder}/exit").st_mtime_ns - os.stat(f"{folder}/started").st_mtime_ns) / 1e9)
-    except FileNotFoundError:
-        return None

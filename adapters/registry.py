@@ -44,7 +44,12 @@ class AdapterProblem(Exception):
 def local(setup: AdapterSetup) -> Adapter:
     from adapters.local import LocalAdapter, state_root_for
 
-    return LocalAdapter(state_root_for(setup.store))
+    adapter = LocalAdapter(state_root_for(setup.store))
+    plan = setup.plan
+    server = any(step.run is not None and not step.roles for step in plan.steps)
+    if server or any(target.adapter == "local" for target in plan.targets):
+        adapter.start()  # its agents start while the rest of the deployment gets ready
+    return adapter
 
 
 def dry_run(setup: AdapterSetup) -> Adapter:

@@ -403,7 +403,7 @@ async def test_a_fresh_adapter_records_an_attempt_that_finished_after_the_crash_
     )
     go.touch()
     await wait_for(lambda: (harness.folder / "done").exists())
-    await trio.sleep(0.2)  # the record's `exit` follows
+    await trio.sleep(0.2)  # the record's exit status follows
     adapter = harness.adapter()
     lines: list[str] = []
     result = await adapter.adopt(request, lines.append)
@@ -418,10 +418,10 @@ async def test_a_fresh_adapter_records_an_attempt_that_finished_after_the_crash_
 async def test_an_attempt_whose_record_is_gone_cannot_be_adopted(harness, tmp_path):
     request = await started_then_crashed(harness, tmp_path, f"touch {harness.folder}/before; exit 0")
     adapter = harness.adapter()
-    record = record_folder(harness, request)
-    await wait_for(lambda: (record / "exit").exists())
+    record = record_path(harness, request)
+    await wait_for(lambda: ended(harness, record))
     # ssh: the host lost the attempt's record. local: the records live in memory, so what
-    # is lost is a whole deployment's (a reboot); an attempt folder missing from a
+    # is lost is a whole deployment's (a reboot); an attempt's record missing from a
     # deployment's that is still there means the attempt never started (NOT_STARTED).
     lost = record if harness.kind == "ssh" else record.parents[2]
     subprocess.run(["rm", "-rf", str(lost)], check=True)
@@ -431,7 +431,9 @@ async def test_an_attempt_whose_record_is_gone_cannot_be_adopted(harness, tmp_pa
     await close(adapter)
 
 
-def record_folder(harness: Harness, request: ExecutionRequest) -> Path:
+def record_path(harness: Harness, request: ExecutionRequest) -> Path:
+    """The attempt's record (adapters/record.py): over ssh a folder; locally the path
+    its `.status` and `.output` files are named after."""
     from adapters.record import attempt_path
 
     path = attempt_path(request.deployment, request.step.name, request.target.name if request.target else None, request.attempt)
@@ -439,6 +441,16 @@ def record_folder(harness: Harness, request: ExecutionRequest) -> Path:
         assert harness.host is not None
         return Path(os.path.expanduser(f"~{harness.host.user}")) / ".abreast" / "state" / path
     return Path(os.environ["ABREAST_STATE"]) / "default" / path  # the local adapter's root (see the harness)
+
+
+def ended(harness: Harness, record: Path) -> bool:
+    """Does the record say how its command ended?"""
+    from adapters.record import parse_status
+
+    if harness.kind == "ssh":
+        return (record / "exit").exists()
+    status = record.parent / f"{record.name}.status"
+    return status.exists() and parse_status(status.read_text())[1] is not None
 
 
 @kinds("dry-run")

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from adapters.local import LocalAdapter
-from adapters.record import attempt_path, parse_exit, parse_started
+from adapters.record import Started, attempt_path, parse_status
 from engine.adapter import NOT_STARTED, AttemptResult, ExecutionRequest
 from engine.lease import boot_id, proc_starttime
 from engine.plan import Step, Target
@@ -39,8 +39,20 @@ def _state(tmp_path, monkeypatch):
     monkeypatch.setattr("adapters.local.default_state_root", lambda: tmp_path / "state")
 
 
-def folder_of(tmp_path: Path, req: ExecutionRequest) -> Path:
-    return tmp_path / "state" / attempt_path(req.deployment, req.step.name, req.target.name if req.target else None, req.attempt)
+class Record:
+    """An attempt's record in the adapter's state folder (adapters/record.py)."""
+
+    def __init__(self, tmp_path: Path, req: ExecutionRequest):
+        base = tmp_path / "state" / attempt_path(req.deployment, req.step.name, req.target.name if req.target else None, req.attempt)
+        self.target = base.parent  # the target's folder
+        self.status = base.parent / f"{base.name}.status"
+        self.output = base.parent / f"{base.name}.output"
+
+    def started(self) -> Started | None:
+        return parse_status(self.status.read_text())[0] if self.status.exists() else None
+
+    def exit(self) -> int | None:
+        return parse_status(self.status.read_text())[1] if self.status.exists() else None
 
 
 def wait_until(predicate, timeout: float = 10.0) -> None:  # noqa: ANN001
@@ -125,7 +137,7 @@ async def test_when_a_cancel_returns_nothing_of_the_group_runs_any_more(tmp_path
         await LocalAdapter(grace=5).run(req, lines.append)
     assert (tmp_path / "stopped").read_text() == "stopped\n"
     assert not alive(int((tmp_path / "pid").read_text()))
-    assert parse_exit((folder_of(tmp_path, req) / "exit").read_text()) == 3  # the wrapper outlived TERM to record it
+    assert Record(tmp_path, req).exit() == 3  # the agent recorded how it ended
 
 
 async def test_commands_start_with_default_signal_dispositions(tmp_path):
@@ -148,17 +160,20 @@ async def test_the_attempt_keeps_its_own_record(tmp_path):
     req = request(tmp_path, "echo one; echo two >&2; exit 4", target="a/b ..", attempt=2)
     result = await LocalAdapter().run(req, lambda line: None)
     assert (result.outcome, result.exit_code) == ("failed", 4)
-    folder = folder_of(tmp_path, req)
-    assert folder.parent.name == "a%2Fb .."  # any name is a safe folder name
-    started = parse_started((folder / "started").read_text())
+    record = Record(tmp_path, req)
+    assert record.target.name == "a%2Fb .." and record.status.name == "2.status"  # any name is a safe file name
+    started = record.started()
     assert started is not None and started.boot_id == boot_id() and started.starttime.isdigit()
-    assert (folder / "output").read_text() == "one\ntwo\n"
-    assert parse_exit((folder / "exit").read_text()) == 4
+    assert record.output.read_text() == "one\ntwo\n"
+    assert record.exit() == 4
+    assert parse_status(record.status.read_text())[2] >= 0  # and how long it ran
     assert oct((tmp_path / "state").stat().st_mode & 0o777) == "0o700"
+    assert oct(record.status.stat().st_mode & 0o777) == oct(record.output.stat().st_mode & 0o777) == "0o600"
     adapter = LocalAdapter()
     adapter.forget(req.deployment, [(req.step.name, req.target.name, req.attempt)])
-    assert not folder.exists() and not folder.parent.exists()  # the target's folder too, now empty
-    assert folder.parent.parent.parent.exists()  # the deployment's stays until it has ended
+    assert not record.status.exists() and not record.output.exists()
+    assert not record.target.exists()  # the target's folder too, now empty
+    assert record.target.parent.parent.exists()  # the deployment's stays until it has ended
     adapter.forget_deployment(req.deployment)
     assert not (tmp_path / "state").exists()  # nothing left of the store's records
 
@@ -170,8 +185,8 @@ async def test_the_agent_forgets_records_and_keeps_those_still_needed(tmp_path):
         assert (await adapter.run(req, lambda line: None)).outcome == "succeeded"
     adapter.forget(first.deployment, [(first.step.name, first.target.name, 1)])  # sent to the agent
     assert (await adapter.run(retry, lambda line: None)).outcome == "succeeded"  # after the forget, in order
-    wait_until(lambda: not folder_of(tmp_path, first).exists())
-    assert (folder_of(tmp_path, retry) / "exit").exists() and (folder_of(tmp_path, other) / "exit").exists()
+    wait_until(lambda: not Record(tmp_path, first).status.exists())
+    assert Record(tmp_path, retry).exit() == 0 and Record(tmp_path, other).exit() == 0
     adapter.forget_deployment(first.deployment)
     await adapter.aclose()  # the agent ends once it has done what it was sent
     assert not (tmp_path / "state").exists()
@@ -179,20 +194,20 @@ async def test_the_agent_forgets_records_and_keeps_those_still_needed(tmp_path):
 
 async def test_a_stale_record_of_the_same_attempt_is_replaced(tmp_path):
     req = request(tmp_path, "echo fresh")
-    folder = folder_of(tmp_path, req)
-    folder.mkdir(parents=True)
-    (folder / "exit").write_text("9\n")
-    (folder / "output").write_text("stale\n")
+    record = Record(tmp_path, req)
+    record.target.mkdir(parents=True)
+    record.status.write_text("1 2 3 4 5\n9 1.0\n")
+    record.output.write_text("stale\n")
     lines: list[str] = []
     assert (await LocalAdapter().run(req, lines.append)).outcome == "succeeded"
-    assert lines == ["fresh"] and (folder / "output").read_text() == "fresh\n"
+    assert lines == ["fresh"] and record.output.read_text() == "fresh\n" and record.exit() == 0
 
 
 async def test_an_unwritable_record_fails_the_attempt_and_runs_nothing(tmp_path):
     req = request(tmp_path, "touch ran")
-    folder = folder_of(tmp_path, req)
-    folder.parent.parent.mkdir(parents=True)
-    folder.parent.write_text("")  # a file where the target's folder goes (unwritable even by root)
+    record = Record(tmp_path, req)
+    record.target.parent.mkdir(parents=True)
+    record.target.write_text("")  # a file where the target's folder goes (unwritable even by root)
     result = await LocalAdapter().run(req, lambda line: None)
     assert (result.outcome, result.exit_code) == ("failed", 125)
     assert "cannot write the attempt record" in result.error and "nothing ran" in result.error
@@ -222,8 +237,7 @@ async def abandon(adapter: LocalAdapter, req: ExecutionRequest, after: float = 0
 async def test_an_attempt_that_ended_while_nobody_watched_is_adopted_as_it_ended(tmp_path):
     req = request(tmp_path, "echo working; sleep 0.6; echo done; exit 3")
     await abandon(LocalAdapter(), req)
-    folder = folder_of(tmp_path, req)
-    wait_until(lambda: (folder / "exit").exists())
+    wait_until(lambda: Record(tmp_path, req).exit() is not None)
     lines: list[str] = []
     called: list[bool] = []
     found = await LocalAdapter().adopt(req, lines.append, running=lambda: called.append(True))
@@ -258,7 +272,7 @@ async def test_cancelling_an_adopted_attempt_stops_its_group(tmp_path):
     with trio.move_on_after(0.3):
         await LocalAdapter(grace=2).adopt(req, lambda line: None)
     assert not alive(pid)
-    assert parse_exit((folder_of(tmp_path, req) / "exit").read_text()) == 128 + signal.SIGTERM
+    assert Record(tmp_path, req).exit() == 128 + signal.SIGTERM
 
 
 async def test_an_attempt_without_a_record_never_ran_unless_the_records_were_lost(tmp_path):
@@ -268,7 +282,7 @@ async def test_an_attempt_without_a_record_never_ran_unless_the_records_were_los
     assert await adapter.adopt(req, lambda line: None) is None
     adapter.prepare(req.deployment)
     assert await adapter.adopt(req, lambda line: None) is NOT_STARTED
-    folder_of(tmp_path, req).mkdir(parents=True)  # made, then the orchestrator died before spawning
+    Record(tmp_path, req).target.mkdir(parents=True)  # made, then the agent was gone before it went on
     assert await adapter.adopt(req, lambda line: None) is NOT_STARTED
     assert not (tmp_path / "ran").exists()
 
@@ -276,7 +290,7 @@ async def test_an_attempt_without_a_record_never_ran_unless_the_records_were_los
 async def test_started_names_the_command_and_the_agent_that_records_it(tmp_path):
     req = request(tmp_path, "echo $$ > pid; sleep 0.2")
     await LocalAdapter().run(req, lambda line: None)
-    started = parse_started((folder_of(tmp_path, req) / "started").read_text())
+    started = Record(tmp_path, req).started()
     assert started is not None and started.starttime.isdigit() and started.boot_id == boot_id()
     assert started.pid == int((tmp_path / "pid").read_text())  # the command's shell leads the group
     assert started.agent is not None and started.agent[0] not in (os.getpid(), started.pid) and started.agent[1].isdigit()
@@ -291,7 +305,7 @@ async def test_a_record_without_an_exit_status_whose_agent_is_gone_is_unknowable
     await abandon(adapter, req)
     wait_until(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text().strip())
     command = int((tmp_path / "pid").read_text())
-    started = parse_started((folder_of(tmp_path, req) / "started").read_text())
+    started = Record(tmp_path, req).started()
     assert started.pid == command  # exec keeps the pid, and the start time
     os.kill(started.agent[0], signal.SIGKILL)
     wait_until(lambda: proc_starttime(started.agent[0]) is None)
@@ -311,8 +325,7 @@ async def test_stop_orphans_leaves_other_attempts_alone(tmp_path):
         assert await adapter.stop_orphans("d-42", {("deploy web", "web-01", 1)}) == 1
         assert alive(int((tmp_path / "other").read_text()))
     finally:
-        started = parse_started((folder_of(tmp_path, other) / "started").read_text())
-        os.killpg(started.pid, signal.SIGKILL)
+        os.killpg(Record(tmp_path, other).started().pid, signal.SIGKILL)
 
 
 def test_each_store_has_a_state_folder_of_its_own_in_memory_by_default(tmp_path, monkeypatch):
@@ -339,7 +352,7 @@ async def test_a_working_folder_that_cannot_be_entered_runs_nothing(tmp_path):
     result = await LocalAdapter().run(req, lambda line: None)
     assert (result.outcome, result.exit_code) == ("failed", 126)
     assert "cannot enter the working folder" in result.error and str(tmp_path / "gone") in result.error
-    assert not folder_of(tmp_path, req).exists()  # nothing ran: no record, and adopt would say so
+    assert not Record(tmp_path, req).status.exists()  # nothing ran: no record, and adopt would say so
 
 
 async def test_an_agent_that_dies_under_a_running_command_fails_it_and_stops_it(tmp_path):
@@ -347,10 +360,10 @@ async def test_an_agent_that_dies_under_a_running_command_fails_it_and_stops_it(
     adapter = LocalAdapter(grace=2)
 
     async def kill_the_agent() -> None:
-        folder = folder_of(tmp_path, req)
-        while parse_started(((folder / "started").read_text() if (folder / "started").exists() else "")) is None:
+        record = Record(tmp_path, req)
+        while record.started() is None:
             await trio.sleep(0.02)
-        os.kill(parse_started((folder / "started").read_text()).agent[0], signal.SIGKILL)
+        os.kill(record.started().agent[0], signal.SIGKILL)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(kill_the_agent)
@@ -362,60 +375,60 @@ async def test_an_agent_that_dies_under_a_running_command_fails_it_and_stops_it(
     assert (await adapter.run(request(tmp_path, "true", attempt=2), lambda line: None)).outcome == "succeeded"  # a new agent
 
 
-async def test_adopt_waits_for_the_agent_to_write_the_exit_status(tmp_path):
+async def test_adopt_waits_for_the_agent_to_write_how_the_command_ended(tmp_path):
     # The command's shell has ended, its agent (here a stand-in process) still runs and
-    # writes `exit` a moment later: adopt waits for it rather than calling it unknowable.
+    # writes the status's second line a moment later: adopt waits for it rather than
+    # calling it unknowable.
     req = request(tmp_path, "true")
     adapter = LocalAdapter()
     adapter.prepare(req.deployment)
-    folder = folder_of(tmp_path, req)
-    folder.mkdir(parents=True)
+    record = Record(tmp_path, req)
+    record.target.mkdir(parents=True)
     ended = os.posix_spawn("/bin/true", ["true"], {})
     os.waitpid(ended, 0)
     agent = os.posix_spawn("/bin/sleep", ["sleep", "0.5"], {})
-    (folder / "started").write_text(f"{ended} 1 {boot_id()} {agent} {proc_starttime(agent)}\n")
-    (folder / "output").write_text("done\n")
+    first = f"{ended} 1 {boot_id()} {agent} {proc_starttime(agent)}\n"
+    record.status.write_text(first)
+    record.output.write_text("done\n")
     lines: list[str] = []
     async with trio.open_nursery() as nursery:
 
         async def write_exit() -> None:
             await trio.sleep(0.2)
-            (folder / "exit").write_text("7\n")
+            record.status.write_text(first + "7 0.250000\n")
 
         nursery.start_soon(write_exit)
         found = await adapter.adopt(req, lines.append)
     os.waitpid(agent, 0)
-    assert isinstance(found, AttemptResult) and (found.outcome, found.exit_code) == ("failed", 7)
+    assert isinstance(found, AttemptResult) and (found.outcome, found.exit_code, found.ended_after) == ("failed", 7, 0.25)
     assert lines == ["done"]
-    (folder / "exit").unlink()  # and once the agent is gone without writing it: unknowable
+    record.status.write_text(first)  # and once the agent is gone without writing it: unknowable
     assert await adapter.adopt(req, lines.append) is None
 
 
 async def test_adopt_waits_while_an_agent_is_starting_the_command(tmp_path, monkeypatch):
-    # `started` created, not yet written: the agent that has it open is between the two.
+    # The status file created, its first line not yet written: the agent that has it
+    # open is between the two.
     req = request(tmp_path, "true")
     adapter = LocalAdapter()
     adapter.prepare(req.deployment)
-    folder = folder_of(tmp_path, req)
-    folder.mkdir(parents=True)
-    path = folder / "started"
+    record = Record(tmp_path, req)
+    record.target.mkdir(parents=True)
     writer = (
         "import os, sys, time\n"
         "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)\n"
         "time.sleep(0.5)\n"
-        "open(sys.argv[3], 'w').write('0\\n')\n"
         "os.write(fd, sys.argv[2].encode())\n"
     )
     ended = os.posix_spawn("/bin/true", ["true"], {})
     os.waitpid(ended, 0)
-    line = f"{ended} 1 {boot_id()}\n"  # a command that has ended (and a wrapper's record: no agent)
-    proc = await trio.lowlevel.open_process([sys.executable, "-c", writer, str(path), line, str(folder / "exit"), "adapters.agent"])
-    while not path.exists():
+    lines = f"{ended} 1 {boot_id()} 1 1\n0 0.400000\n"  # a command that has ended, all at once
+    proc = await trio.lowlevel.open_process([sys.executable, "-c", writer, str(record.status), lines, "adapters.agent"])
+    while not record.status.exists():
         await trio.sleep(0.01)
     monkeypatch.setattr("adapters.local.STARTING_WAIT", 0.0)  # only the writer it sees keeps it waiting
     found = await adapter.adopt(req, lambda line: None)
     await proc.wait()
-    assert isinstance(found, AttemptResult) and found.outcome == "succeeded"
-    path.write_text("")  # created, never written, and nobody holds it: whoever was starting it died
-    (folder / "exit").unlink()
+    assert isinstance(found, AttemptResult) and (found.outcome, found.ended_after) == ("succeeded", 0.4)
+    record.status.write_text("")  # created, never written, and nobody holds it: whoever was starting it died
     assert await adapter.adopt(req, lambda line: None) is None
