@@ -460,7 +460,9 @@ def waits(plan: Plan, report: Report, log: _Log | None = None) -> list[Wait]:
             since = round(previous.end + delay, 9)
             if delay > 0 and a.start - previous.end > EPS:
                 cause = f"retry delay of {delay:g}s after attempt {previous.attempt} {previous.outcome}"
-                out.append(Wait(a.step, a.target, a.attempt, previous.end, min(since, a.start), "retry delay", cause))
+                # Ends when the attempt started if that is the same instant (float noise in
+                # end + delay, kept to 1e-9 s here and not always by the clock): waits tile.
+                out.append(Wait(a.step, a.target, a.attempt, previous.end, a.start if a.start - since <= EPS else since, "retry delay", cause))
         if a.start - since > EPS:
             _, kind, cause = _blocker(a, log, ended_at)
             out.append(Wait(a.step, a.target, a.attempt, since, a.start, kind, cause or "waited in its step (cause not recorded)"))

@@ -112,3 +112,22 @@ def test_waits_tile_the_time_before_each_attempt_and_every_one_has_a_cause(raw, 
             previous = rows[(a.step, a.target, a.attempt - 1)]
             waited = sum(w.end - w.start for w in by_attempt.get((a.step, a.target, a.attempt), []))
             assert abs(previous.end + waited - a.start) < 1e-6
+
+
+def test_a_retry_delay_ending_in_float_noise_ends_when_the_retry_started():
+    # Found by hypothesis: 14.36626753 + 2 is 16.366267530000002 on the clock and
+    # 16.36626753 kept to 1e-9 s; the wait must still end exactly when the retry began.
+    raw = {
+        "policy": {"max_parallel_steps": 1, "max_parallel_targets": 1, "target_isolation": "exclusive", "fail_fast": False},
+        "resources": {},
+        "targets": [{"name": "t0", "roles": ["a"]}, {"name": "t1", "roles": ["a"]}, {"name": "t2", "roles": ["a"]},
+                    {"name": "t3", "roles": ["b"]}, {"name": "t4", "roles": ["a"]}],
+        "steps": [
+            {"name": "s0", "roles": ["a", "c"], "duration": {"dist": "uniform", "low": 1, "high": 9}, "window": 3, "condition": "success"},
+            {"name": "s1", "duration": 4, "condition": "success"},
+            {"name": "s2", "duration": 0, "condition": "success"},
+            {"name": "s3", "duration": 2, "condition": "success", "fails": {"*": 1}, "retries": 1, "retry_delay": 2},
+            {"name": "s4", "duration": 0, "condition": "success", "fails": {"*": 1}, "retries": 0, "retry_delay": 0},
+        ],
+    }
+    test_waits_tile_the_time_before_each_attempt_and_every_one_has_a_cause.hypothesis.inner_test(raw, seed=1)
