@@ -562,11 +562,20 @@ class _Agent:
                 for fields in _agent.frames(inbox):
                     self._heard(fields)
         except trio.ClosedResourceError:
-            why = "the deployment ended"
+            self._lose("the deployment ended")  # aclose
+            return
+        except trio.Cancelled:
+            self._token = None  # this trio run has ended: the next one reads the socket
+            raise
         except OSError as e:
             why += f": {e}"
-        finally:
-            self._lose(why + _agent.last_words(self.root, self.pid))
+        trio.lowlevel.notify_closing(self.sock)
+        self.sock.close()
+        try:
+            os.waitpid(self.pid, os.WNOHANG)  # it has closed its end by dying
+        except ChildProcessError:
+            pass
+        self._lose(why + _agent.last_words(self.root, self.pid))
 
     def _heard(self, fields: list[bytes]) -> None:
         kind, ident = fields[0], fields[1]
