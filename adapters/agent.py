@@ -353,7 +353,7 @@ def last_words(root: str, pid: int) -> str:
 
 
 def main() -> None:
-    """`python -P -m adapters.agent SHELL ROOT`, its orchestrator's socket on fd 0. An
+    """`python -S -E -P .../adapters/agent.py SHELL ROOT`, its orchestrator's socket on fd 0. An
     error that ends it is left in ROOT/agent-PID.error for the orchestrator to show."""
     shell = os.fsencode(sys.argv[1]) if len(sys.argv) > 1 else b"/bin/sh"
     try:

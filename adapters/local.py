@@ -56,6 +56,8 @@ POLL = 0.15  # how often the output of running attempts is read
 STOP_POLL = 0.05  # how often a stopping group is looked at
 LINE_LIMIT = 4 * MAX_LINE_CHARS + 4  # bytes of a line held: enough for the runtime to see it was cut
 AGENTS = int(os.environ.get("ABREAST_AGENTS", "2"))
+_AGENT_FILE = os.path.abspath(_agent.__file__)
+_AGENT_FILE_BYTES = os.fsencode(_AGENT_FILE)
 STARTING_WAIT = 2.0  # how long adopt waits for an incomplete `started` when no agent is seen writing it
 
 
@@ -452,7 +454,9 @@ class _Agent:
             try:
                 self.pid = os.posix_spawn(
                     sys.executable,
-                    [sys.executable, "-P", "-m", "adapters.agent", shell, root],
+                    # by its path, without `site` (-S): it needs nothing but the standard
+                    # library, and starts in 70 ms instead of 95 here
+                    [sys.executable, "-S", "-E", "-P", _AGENT_FILE, shell, root],
                     environment,
                     file_actions=[
                         (os.POSIX_SPAWN_DUP2, fd, 0),
@@ -692,7 +696,7 @@ def _writer_of(path: str) -> int | None:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if b"adapters.agent" not in argv:
+        if _AGENT_FILE_BYTES not in argv:
             continue
         try:
             fds = os.listdir(f"/proc/{pid}/fd")

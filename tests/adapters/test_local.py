@@ -15,6 +15,7 @@ import msgspec
 import pytest
 import trio
 
+import adapters.agent
 from adapters.local import LocalAdapter
 from adapters.record import Started, attempt_path, parse_status
 from engine.adapter import NOT_STARTED, AttemptResult, ExecutionRequest
@@ -423,7 +424,8 @@ async def test_adopt_waits_while_an_agent_is_starting_the_command(tmp_path, monk
     ended = os.posix_spawn("/bin/true", ["true"], {})
     os.waitpid(ended, 0)
     lines = f"{ended} 1 {boot_id()} 1 1\n0 0.400000\n"  # a command that has ended, all at once
-    proc = await trio.lowlevel.open_process([sys.executable, "-c", writer, str(record.status), lines, "adapters.agent"])
+    agent_file = str(Path(adapters.agent.__file__).resolve())  # what names an agent in /proc
+    proc = await trio.lowlevel.open_process([sys.executable, "-c", writer, str(record.status), lines, agent_file])
     while not record.status.exists():
         await trio.sleep(0.01)
     monkeypatch.setattr("adapters.local.STARTING_WAIT", 0.0)  # only the writer it sees keeps it waiting
