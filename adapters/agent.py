@@ -116,7 +116,10 @@ class Agent:
         self.sock = sock
         self.shell = shell
         self.env = dict(os.environb)
-        self.cwd = os.getcwdb()
+        try:
+            self.cwd = os.getcwdb()
+        except OSError:  # its orchestrator's folder was deleted: the first attempt enters its own
+            self.cwd = b""
         self.inbox = bytearray()
         self.outbox = bytearray()
         self.eof = False  # the orchestrator closed its end
@@ -190,8 +193,8 @@ class Agent:
             if fields[0] == b"run" and len(fields) == 9:
                 self.run(*fields[1:])
             elif fields[0] == b"forget":
-                for folder in fields[1:]:
-                    forget(folder)
+                for record in fields[1:]:
+                    forget(record)
             elif fields[0] == b"drop" and len(fields) == 3:
                 drop(fields[1], fields[2])
 
