@@ -265,20 +265,23 @@ class LocalAdapter:
                 deadline = trio.current_time() + self.grace
             await trio.sleep(STOP_POLL)
 
-    async def _stop_group(self, pgid: int) -> None:
-        """Stop a process group that is not the agent's to report on (an orphan, or a
-        command whose agent died): by its leader's pidfd while the leader runs."""
-        try:
-            pidfd = os.pidfd_open(pgid)
-        except OSError:
-            pidfd = -1
+    async def _stop_group(self, pgid: int, pidfd: int = -1) -> None:
+        """Stop a process group that is not the agent's to report on (an adopted
+        attempt, an orphan, a command whose agent died): by its leader's pidfd (`pidfd`,
+        else one opened here) while the leader runs."""
+        opened = pidfd < 0
+        if opened:
+            try:
+                pidfd = os.pidfd_open(pgid)
+            except OSError:
+                pidfd = -1
         try:
             if pidfd >= 0:
                 await self._stop(pgid, functools.partial(trio.lowlevel.wait_readable, pidfd), functools.partial(_readable, pidfd))
             else:
                 await self._stop(pgid, trio.lowlevel.checkpoint, lambda: True)
         finally:
-            if pidfd >= 0:
+            if opened and pidfd >= 0:
                 os.close(pidfd)
 
     # -- after a crash -------------------------------------------------------------------
@@ -318,9 +321,7 @@ class LocalAdapter:
                     except trio.Cancelled:
                         with trio.CancelScope(shield=True):
                             if not self._detached:
-                                await self._stop(
-                                    started.pid, functools.partial(trio.lowlevel.wait_readable, pidfd), functools.partial(_readable, pidfd)
-                                )
+                                await self._stop_group(started.pid, pidfd)
                                 follower.finish()
                         raise
                     code, seconds = await self._ended(started, record)

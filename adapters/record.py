@@ -79,7 +79,6 @@ echo "$s" >"$d/exit"
 exit "$s"
 """
 
-RECORD_UNWRITABLE = 125  # the wrapper's status when `started` could not be written
 SERVER_KEY = "%server"  # the target folder of a server step (no target); never a key()
 
 
@@ -124,11 +123,6 @@ class Started(tuple):
         return self[3]
 
 
-def format_started(pid: int, starttime: str, boot: str) -> str:
-    """The `started` line, as the wrapper writes it."""
-    return f"{pid} {starttime} {boot}\n"
-
-
 def parse_started(text: str) -> Started | None:
     """The `started` file's contents, or None while it is missing or incomplete."""
     if not text.endswith("\n"):
@@ -142,14 +136,6 @@ def parse_started(text: str) -> Started | None:
             return None
         agent = (int(fields[3]), fields[4])
     return Started((int(fields[0]), fields[1], fields[2], agent))
-
-
-def parse_exit(text: str) -> int | None:
-    """The `exit` file's contents: the command's exit status, None if incomplete."""
-    if not text.endswith("\n"):
-        return None
-    value = text.strip()
-    return int(value) if value.isdigit() else None
 
 
 def parse_status(text: str) -> tuple[Started | None, int | None, float | None]:
